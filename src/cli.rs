@@ -1,0 +1,244 @@
+//! The `scimgate` command line: `serve`, `demo`, `check`, `hash-token`.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{AuthMode, Config};
+use crate::mapping::{load_dir, load_sources, Mapping, Source};
+use crate::server::{self, Gateway};
+
+/// A SCIM 2.0 gateway in front of an existing REST API.
+#[derive(Debug, Parser)]
+#[command(name = "scimgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+struct Common {
+    /// Configuration file (missing is fine: defaults and SCIMGATE_* apply).
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// Mapping directory (overrides the configuration's `mappings`).
+    #[arg(long)]
+    mappings: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve SCIM in front of the configured upstream.
+    Serve(Common),
+    /// Run a built-in in-memory Blacksmith API with the gateway in front of it.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The SCIM bearer token to accept (random when not given).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Load and compile the configuration and every mapping file; report every problem.
+    Check(Common),
+    /// Read a token on stdin and print the SHA-256 to put in `auth.static_keys`.
+    HashToken(Common),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(common) => check(&common),
+        Command::HashToken(_) => hash_token(),
+        Command::Serve(common) => run(serve(common)),
+        Command::Demo {
+            common,
+            listen,
+            token,
+        } => run(demo(common, listen, token)),
+    }
+}
+
+fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scimgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scimgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(common: &Common) -> anyhow::Result<Config> {
+    let mut config = Config::load(&common.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?;
+    if let Some(dir) = &common.mappings {
+        config.mappings = dir.clone();
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn check(common: &Common) -> ExitCode {
+    let config = match load_config(common) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match load_dir(&config.mappings) {
+        Ok(mapping) => {
+            if let Err(e) = crate::server::auth::Authenticator::new(&config.auth, &mapping) {
+                eprintln!("{}: {e:#}", common.config.display());
+                return ExitCode::FAILURE;
+            }
+            println!(
+                "ok: {} resource type(s) from {} (mapping {})",
+                mapping.resources.len(),
+                config.mappings.display(),
+                mapping.hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} problem(s) found", errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_token() -> ExitCode {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        eprintln!("cannot read the token from stdin");
+        return ExitCode::FAILURE;
+    }
+    let token = input.trim_end_matches(['\r', '\n']);
+    if token.is_empty() {
+        eprintln!("no token on stdin");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", hex::encode(crate::server::auth::token_hash(token)));
+    ExitCode::SUCCESS
+}
+
+async fn serve(common: Common) -> anyhow::Result<()> {
+    let config = load_config(&common)?;
+    init_logging(&config);
+    let mapping =
+        load_dir(&config.mappings).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, mapping = %mapping.hash, "scimgate serving");
+    let gateway = Gateway::new(config, mapping)?;
+    server::serve(gateway, listener).await?;
+    Ok(())
+}
+
+/// The Blacksmith mapping compiled into the binary, so `scimgate demo` runs anywhere.
+pub fn embedded_blacksmith_mapping() -> Result<Mapping, crate::mapping::CompileErrors> {
+    let files = [
+        (
+            "gateway.toml",
+            include_str!("../mappings/blacksmith/gateway.toml"),
+        ),
+        (
+            "users.toml",
+            include_str!("../mappings/blacksmith/users.toml"),
+        ),
+        (
+            "groups.toml",
+            include_str!("../mappings/blacksmith/groups.toml"),
+        ),
+    ];
+    let sources: Vec<Source> = files
+        .iter()
+        .map(|(name, text)| Source {
+            name: format!("(built-in) mappings/blacksmith/{name}"),
+            text: (*text).to_owned(),
+        })
+        .collect();
+    load_sources(&sources)
+}
+
+async fn demo(common: Common, listen: SocketAddr, token: Option<String>) -> anyhow::Result<()> {
+    let mut config = if common.config.exists() {
+        load_config(&common)?
+    } else {
+        Config::default()
+    };
+    init_logging(&config);
+    let mapping = match &common.mappings {
+        Some(dir) => load_dir(dir),
+        None => embedded_blacksmith_mapping(),
+    }
+    .map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
+    let token = token.unwrap_or_else(random_token);
+    let service_token = random_token();
+    let upstream = crate::demo::DemoUpstream::new(service_token.clone());
+    upstream.add_scim_key(&token, 42, "k_demo", "SCIM Provisioning");
+    upstream.seed_example_data(42);
+    let upstream_addr = upstream
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await?;
+
+    config.upstream.url = format!("http://{upstream_addr}");
+    config.upstream.token = Some(service_token);
+    config.auth.mode = AuthMode::Introspect;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}{}", config.base_path_trimmed());
+    let gateway = Gateway::new(config, mapping)?;
+    println!("scimgate demo: an in-memory Blacksmith API behind the gateway");
+    println!("  SCIM base URL: {base}");
+    println!("  token:         {token}");
+    println!("  upstream:      http://{upstream_addr} (demo Blacksmith API)");
+    println!();
+    println!("Try:");
+    println!("  curl -H 'Authorization: Bearer {token}' {base}/Users");
+    println!(
+        "  curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' \\\n    -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"grace@example.com\",\"name\":{{\"givenName\":\"Grace\",\"familyName\":\"Hopper\"}}}}' {base}/Users"
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server::serve(gateway, listener).await?;
+    Ok(())
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    hex::encode(bytes)
+}

@@ -1,0 +1,1149 @@
+//! Raw mapping files → a validated, compiled [`Mapping`]. Every problem is reported with
+//! file, line and reason, all at once, so an operator fixes a broken edit in one pass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{HeaderName, Method, StatusCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::jsonpath::{ReadPath, WritePath};
+use super::raw::{RawCall, RawErrorRule, RawFile, RawResource};
+use super::template::{Allowed, BodyTemplate, Template, Var};
+use super::*;
+use crate::scim::filter::{parse_attr_path, parse_attr_ref};
+use crate::scim::schema::{standard_attribute, AttrDef, AttrType};
+
+/// One mapping file's text and name.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Shown in error messages (usually the file path).
+    pub name: String,
+    pub text: String,
+}
+
+/// One problem in the mapping files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// Every problem found in a load.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct CompileErrors(pub Vec<CompileError>);
+
+impl fmt::Display for CompileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads and compiles every `*.toml` and `*.json` file in `dir` (sorted by name).
+pub fn load_dir(dir: &Path) -> Result<Mapping, CompileErrors> {
+    let fail = |reason: String| {
+        CompileErrors(vec![CompileError {
+            file: dir.display().to_string(),
+            line: None,
+            reason,
+        }])
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read directory: {e}")))?;
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("toml") | Some("json")
+                )
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(fail("no *.toml or *.json mapping files".into()));
+    }
+    let mut sources = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        sources.push(Source {
+            name: path.display().to_string(),
+            text,
+        });
+    }
+    load_sources(&sources)
+}
+
+/// Compiles mapping sources (TOML, or JSON when the name ends in `.json`).
+pub fn load_sources(sources: &[Source]) -> Result<Mapping, CompileErrors> {
+    let mut errors = Vec::new();
+    let mut files = Vec::new();
+    for source in sources {
+        match parse_file(source) {
+            Ok(raw) => files.push((source, raw)),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(CompileErrors(errors));
+    }
+    let mut c = Compiler {
+        errors: Vec::new(),
+        tenant_fields: Vec::new(),
+    };
+    let mapping = c.compile(files, sources);
+    if c.errors.is_empty() {
+        Ok(mapping)
+    } else {
+        Err(CompileErrors(c.errors))
+    }
+}
+
+fn parse_file(source: &Source) -> Result<RawFile, CompileError> {
+    if source.name.ends_with(".json") {
+        serde_json::from_str(&source.text).map_err(|e| CompileError {
+            file: source.name.clone(),
+            line: Some(e.line()),
+            reason: e.to_string(),
+        })
+    } else {
+        toml::from_str(&source.text).map_err(|e| CompileError {
+            file: source.name.clone(),
+            line: e.span().map(|s| {
+                source.text[..s.start.min(source.text.len())]
+                    .lines()
+                    .count()
+                    .max(1)
+            }),
+            reason: e.message().to_owned(),
+        })
+    }
+}
+
+/// Finds the line of a key path by searching for each key in turn after the previous one.
+/// Mapping files are small and keys distinctive, so this is exact in practice and needs no
+/// span-preserving parser for both formats.
+fn locate(text: &str, keys: &[&str]) -> Option<usize> {
+    let mut pos = 0;
+    let mut found = None;
+    for key in keys {
+        let hit = find_key(&text[pos..], key)?;
+        pos += hit + key.len();
+        found = Some(pos);
+    }
+    found.map(|p| text[..p].lines().count().max(1))
+}
+
+fn find_key(haystack: &str, key: &str) -> Option<usize> {
+    let bytes = haystack.as_bytes();
+    let mut from = 0;
+    while let Some(i) = haystack[from..].find(key) {
+        let start = from + i;
+        let end = start + key.len();
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let before_ok = start == 0 || !word(bytes[start - 1]);
+        let after_ok = end >= bytes.len() || !word(bytes[end]);
+        if before_ok && after_ok {
+            return Some(start);
+        }
+        from = end;
+    }
+    None
+}
+
+struct Compiler {
+    errors: Vec<CompileError>,
+    tenant_fields: Vec<String>,
+}
+
+/// Where in which file a value came from, for error messages.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    source: &'a Source,
+    keys: &'a [&'a str],
+}
+
+impl Compiler {
+    fn error(&mut self, at: At<'_>, reason: impl Into<String>) {
+        self.errors.push(CompileError {
+            file: at.source.name.clone(),
+            line: locate(&at.source.text, at.keys),
+            reason: reason.into(),
+        });
+    }
+
+    fn compile(&mut self, files: Vec<(&Source, RawFile)>, sources: &[Source]) -> Mapping {
+        let mut hasher = Sha256::new();
+        for s in sources {
+            hasher.update(s.name.as_bytes());
+            hasher.update([0]);
+            hasher.update(s.text.as_bytes());
+            hasher.update([0]);
+        }
+        let hash = hex::encode(hasher.finalize())[..16].to_owned();
+
+        let mut auth = None;
+        let mut upstream = None;
+        let mut resources: Vec<(&Source, String, RawResource)> = Vec::new();
+        for (source, file) in files {
+            if let Some(v) = file.version {
+                if v != 1 {
+                    self.error(
+                        At {
+                            source,
+                            keys: &["version"],
+                        },
+                        format!("unsupported mapping version {v} (this gateway reads version 1)"),
+                    );
+                }
+            }
+            if let Some(a) = file.auth {
+                if auth.is_some() {
+                    self.error(
+                        At {
+                            source,
+                            keys: &["auth"],
+                        },
+                        "`auth` is defined in more than one file",
+                    );
+                }
+                auth = Some((source, a));
+            }
+            if let Some(u) = file.upstream {
+                if upstream.is_some() {
+                    self.error(
+                        At {
+                            source,
+                            keys: &["upstream"],
+                        },
+                        "`upstream` is defined in more than one file",
+                    );
+                }
+                upstream = Some((source, u));
+            }
+            for (name, r) in file.resources {
+                if resources.iter().any(|(_, n, _)| *n == name) {
+                    self.error(
+                        At {
+                            source,
+                            keys: &["resources", &name],
+                        },
+                        format!("resource {name} is defined in more than one file"),
+                    );
+                }
+                resources.push((source, name, r));
+            }
+        }
+
+        // Tenant fields first: every path template is checked against them.
+        let mut introspect_raw = None;
+        if let Some((source, a)) = auth {
+            self.tenant_fields = a.tenant_fields.clone();
+            if let Some(i) = a.introspect {
+                self.tenant_fields.extend(i.tenant.keys().cloned());
+                introspect_raw = Some((source, i));
+            }
+        }
+        let (base_path, key_id_header, default_item, global_errors) = match &upstream {
+            Some((source, u)) => {
+                let key_id_header = u.key_id_header.as_deref().and_then(|h| {
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| {
+                            self.error(
+                                At {
+                                    source,
+                                    keys: &["key_id_header"],
+                                },
+                                format!("invalid header name {h:?}"),
+                            )
+                        })
+                        .ok()
+                });
+                let item = u.item.as_deref().and_then(|p| {
+                    self.read_path(
+                        At {
+                            source,
+                            keys: &["upstream", "item"],
+                        },
+                        p,
+                    )
+                });
+                let errors = self.error_rules(source, &u.errors);
+                (u.base_path.clone(), key_id_header, item, errors)
+            }
+            None => (String::new(), None, None, Vec::new()),
+        };
+
+        let introspect = introspect_raw.and_then(|(source, i)| {
+            let at = |keys: &'static [&'static str]| At { source, keys };
+            let allowed = Allowed {
+                id: false,
+                token: true,
+                member: false,
+                scim: false,
+                tenant_fields: &[],
+            };
+            let call = self.call(at(&["introspect", "call"]), &i.call, "", allowed, None)?;
+            let active = self.read_path(at(&["introspect", "active"]), &i.active)?;
+            let accept = i
+                .accept
+                .iter()
+                .filter_map(|(p, v)| {
+                    Some((self.read_path(at(&["introspect", "accept"]), p)?, v.clone()))
+                })
+                .collect();
+            let tenant = i
+                .tenant
+                .iter()
+                .filter_map(|(k, p)| {
+                    Some((k.clone(), self.read_path(at(&["introspect", "tenant"]), p)?))
+                })
+                .collect();
+            let key_id = i
+                .key_id
+                .as_deref()
+                .and_then(|p| self.read_path(at(&["introspect", "key_id"]), p));
+            Some(Introspect {
+                call,
+                active,
+                accept,
+                tenant,
+                key_id,
+            })
+        });
+
+        let base_source = upstream.as_ref().map(|(s, _)| *s);
+        let mut compiled = Vec::new();
+        let mut endpoints: Vec<String> = Vec::new();
+        for (source, name, raw) in &resources {
+            if let Some(r) = self.resource(
+                source,
+                name,
+                raw,
+                &base_path,
+                base_source,
+                default_item.as_ref(),
+            ) {
+                if endpoints
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(&r.endpoint))
+                {
+                    self.error(
+                        At {
+                            source,
+                            keys: &["resources", name, "endpoint"],
+                        },
+                        format!("endpoint /{} is used by two resources", r.endpoint),
+                    );
+                }
+                endpoints.push(r.endpoint.clone());
+                compiled.push(Arc::new(r));
+            }
+        }
+        if resources.is_empty() {
+            if let Some(s) = sources.first() {
+                self.error(
+                    At {
+                        source: s,
+                        keys: &[],
+                    },
+                    "no resources are defined",
+                );
+            }
+        }
+        Mapping {
+            introspect,
+            tenant_fields: self.tenant_fields.clone(),
+            key_id_header,
+            resources: compiled,
+            errors: global_errors,
+            hash,
+        }
+    }
+
+    fn read_path(&mut self, at: At<'_>, text: &str) -> Option<ReadPath> {
+        ReadPath::parse(text)
+            .map_err(|e| self.error(at, e.to_string()))
+            .ok()
+    }
+
+    fn write_path(&mut self, at: At<'_>, text: &str) -> Option<WritePath> {
+        WritePath::parse(text)
+            .map_err(|e| self.error(at, e.to_string()))
+            .ok()
+    }
+
+    fn error_rules(&mut self, source: &Source, rules: &[RawErrorRule]) -> Vec<ErrorRule> {
+        let mut out = Vec::new();
+        for rule in rules {
+            let at = At {
+                source,
+                keys: &["errors", "status"],
+            };
+            let status = match &rule.status {
+                Value::Number(n) => n
+                    .as_u64()
+                    .filter(|s| (100..600).contains(s))
+                    .map(|s| StatusMatch::Exact(s as u16)),
+                Value::String(s) => match s.as_bytes() {
+                    [c @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
+                        Some(StatusMatch::Class((c - b'0') as u16))
+                    }
+                    _ => s
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|s| (100..600).contains(s))
+                        .map(StatusMatch::Exact),
+                },
+                _ => None,
+            };
+            let Some(status) = status else {
+                self.error(
+                    at,
+                    format!(
+                        "error rule status {} must be a status code or a class like \"5xx\"",
+                        rule.status
+                    ),
+                );
+                continue;
+            };
+            let Some(scim_status) = StatusCode::from_u16(rule.scim_status)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+            else {
+                self.error(
+                    at,
+                    format!(
+                        "scim_status {} must be a 4xx or 5xx status",
+                        rule.scim_status
+                    ),
+                );
+                continue;
+            };
+            let scim_type = match rule.scim_type.as_deref() {
+                None => None,
+                Some(t) => match ScimType::parse(t) {
+                    Some(t) => Some(t),
+                    None => {
+                        self.error(at, format!("unknown scim_type {t:?}"));
+                        continue;
+                    }
+                },
+            };
+            let when = rule.when.as_deref().and_then(|p| self.read_path(at, p));
+            let detail = match rule.detail.as_deref() {
+                Some(p) if p.starts_with('$') => self.read_path(at, p).map(Detail::Path),
+                Some(text) => Some(Detail::Literal(text.to_owned())),
+                None => None,
+            };
+            out.push(ErrorRule {
+                status,
+                when,
+                scim_status,
+                scim_type,
+                detail,
+            });
+        }
+        out
+    }
+
+    /// Compiles a call whose path is `base_path + raw.path`.
+    fn call(
+        &mut self,
+        at: At<'_>,
+        raw: &RawCall,
+        base_path: &str,
+        allowed: Allowed<'_>,
+        default_item: Option<&ReadPath>,
+    ) -> Option<Call> {
+        let method = match Method::from_bytes(raw.method.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                self.error(at, format!("invalid HTTP method {:?}", raw.method));
+                return None;
+            }
+        };
+        let full = format!("{base_path}{}", raw.path);
+        let path = Template::parse_path(&full, allowed)
+            .map_err(|e| self.error(at, e.to_string()))
+            .ok()?;
+        // A mapping whose tenants have fields must use one in every upstream path, or one
+        // company's key could reach another company's data.
+        if !allowed.token
+            && !self.tenant_fields.is_empty()
+            && !path.vars().any(|v| matches!(v, Var::Tenant(_)))
+        {
+            self.error(
+                at,
+                format!(
+                    "path {full:?} does not use the tenant ({}): every upstream call must be scoped to the authenticated tenant",
+                    self.tenant_fields.iter().map(|f| format!("{{tenant.{f}}}")).collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        let body = match &raw.body {
+            Some(b) => Some(
+                BodyTemplate::parse(b, allowed)
+                    .map_err(|e| self.error(at, e.to_string()))
+                    .ok()?,
+            ),
+            None => None,
+        };
+        let items = raw.items.as_deref().and_then(|p| self.read_path(at, p));
+        let total = match (&raw.total, &raw.total_header) {
+            (Some(p), None) => self.read_path(at, p).map(Total::Body),
+            (None, Some(h)) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(h) => Some(Total::Header(h)),
+                Err(_) => {
+                    self.error(at, format!("invalid header name {h:?}"));
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                self.error(at, "give either `total` or `total_header`, not both");
+                None
+            }
+            (None, None) => None,
+        };
+        let item = match &raw.item {
+            Some(p) => self.read_path(at, p),
+            None => default_item.cloned(),
+        };
+        Some(Call {
+            route: format!("{method} {full}"),
+            method,
+            path,
+            body,
+            query: raw
+                .query
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            items,
+            total,
+            item,
+        })
+    }
+
+    fn resource(
+        &mut self,
+        source: &Source,
+        name: &str,
+        raw: &RawResource,
+        base_path: &str,
+        base_source: Option<&Source>,
+        default_item: Option<&ReadPath>,
+    ) -> Option<Resource> {
+        let errors_before = self.errors.len();
+        let at = |keys: &'static [&'static str]| At { source, keys };
+        let _ = base_source;
+        let endpoint = match raw.endpoint.strip_prefix('/') {
+            Some(e)
+                if !e.is_empty()
+                    && e.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+            {
+                e.to_owned()
+            }
+            _ => {
+                self.error(
+                    at(&["endpoint"]),
+                    format!("endpoint {:?} must look like \"/Users\"", raw.endpoint),
+                );
+                String::new()
+            }
+        };
+        let id = self.read_path(at(&["id"]), &raw.id.upstream);
+        let id_kind = match raw.id.r#type.as_str() {
+            "integer" => IdKind::Integer,
+            "string" => IdKind::String,
+            "uuid" => IdKind::Uuid,
+            other => {
+                self.error(
+                    at(&["id"]),
+                    format!("id type {other:?} must be integer, string or uuid"),
+                );
+                IdKind::String
+            }
+        };
+        let created = raw
+            .meta
+            .created
+            .as_deref()
+            .and_then(|p| self.read_path(at(&["meta"]), p));
+        let last_modified = raw
+            .meta
+            .last_modified
+            .as_deref()
+            .and_then(|p| self.read_path(at(&["meta"]), p));
+        let version = raw
+            .meta
+            .version
+            .as_deref()
+            .and_then(|p| self.read_path(at(&["meta"]), p));
+        let request_envelope = raw
+            .request_envelope
+            .as_deref()
+            .and_then(|p| self.write_path(at(&["request_envelope"]), p));
+
+        let tenant_fields = self.tenant_fields.clone();
+        let with_id = Allowed {
+            id: true,
+            token: false,
+            member: false,
+            scim: false,
+            tenant_fields: &tenant_fields,
+        };
+        let without_id = Allowed {
+            id: false,
+            ..with_id
+        };
+        let op = |c: &mut Self, keys: &'static [&'static str], call: &Option<RawCall>, allowed| {
+            call.as_ref()
+                .and_then(|r| c.call(At { source, keys }, r, base_path, allowed, default_item))
+        };
+        let ops = Operations {
+            list: op(
+                self,
+                &["operations", "list"],
+                &raw.operations.list,
+                without_id,
+            ),
+            get: op(self, &["operations", "get"], &raw.operations.get, with_id),
+            create: op(
+                self,
+                &["operations", "create"],
+                &raw.operations.create,
+                without_id,
+            ),
+            update: op(
+                self,
+                &["operations", "update"],
+                &raw.operations.update,
+                with_id,
+            ),
+            delete: op(
+                self,
+                &["operations", "delete"],
+                &raw.operations.delete,
+                with_id,
+            ),
+        };
+        if let Some(list) = &ops.list {
+            if list.items.is_none() {
+                self.error(at(&["operations", "list"]), "a list call needs `items`");
+            }
+        }
+        if ops.get.is_none() {
+            self.error(
+                at(&["operations"]),
+                "a resource needs at least a `get` operation",
+            );
+        }
+
+        let pagination = self.pagination(source, raw);
+        let schema = raw.schema.clone();
+        let attributes = self.attributes(source, raw, &schema);
+        let ignore = raw
+            .writes
+            .ignore
+            .iter()
+            .filter_map(|k| {
+                parse_attr_ref(k)
+                    .map_err(|e| {
+                        self.error(
+                            At {
+                                source,
+                                keys: &["ignore"],
+                            },
+                            format!("ignore entry {k:?}: {e}"),
+                        )
+                    })
+                    .ok()
+                    .map(|r| strip_core_urn(r, &schema))
+            })
+            .collect();
+        let put_omitted = match raw.writes.put_omitted.as_deref() {
+            None | Some("keep") => PutOmitted::Keep,
+            Some("clear") => PutOmitted::Clear,
+            Some(other) => {
+                self.error(
+                    at(&["put_omitted"]),
+                    format!("put_omitted {other:?} must be keep or clear"),
+                );
+                PutOmitted::Keep
+            }
+        };
+        let mut attributes = attributes;
+        self.resolve_writers(source, raw, &mut attributes);
+        let filter = self.filter_policy(source, raw, &schema, &attributes, ops.list.is_some());
+
+        let mut actions = Vec::new();
+        for action in &raw.actions {
+            let at = At {
+                source,
+                keys: &["actions", "when"],
+            };
+            let Ok(r) = parse_attr_ref(&action.when.attribute) else {
+                self.error(at, format!("invalid attribute {:?}", action.when.attribute));
+                continue;
+            };
+            let r = strip_core_urn(r, &schema);
+            let Some(index) = attributes.iter().position(|a| a.scim == r) else {
+                self.error(
+                    at,
+                    format!(
+                        "action on {:?}, which is not a mapped attribute",
+                        action.when.attribute
+                    ),
+                );
+                continue;
+            };
+            let order = match action.run.as_deref() {
+                None | Some("after_write") => ActionOrder::AfterWrite,
+                Some("before_write") => ActionOrder::BeforeWrite,
+                Some(other) => {
+                    self.error(
+                        at,
+                        format!("run {other:?} must be before_write or after_write"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(call) = self.call(
+                At {
+                    source,
+                    keys: &["actions", "call"],
+                },
+                &action.call,
+                base_path,
+                with_id,
+                default_item,
+            ) {
+                actions.push(Action {
+                    attribute: index,
+                    becomes: action.when.becomes.clone(),
+                    call,
+                    order,
+                });
+            }
+        }
+        for (i, a) in attributes.iter().enumerate() {
+            if a.via == WriteVia::Actions && !actions.iter().any(|x| x.attribute == i) {
+                self.error(
+                    At {
+                        source,
+                        keys: &["attributes", &a.key],
+                    },
+                    format!(
+                        "{} is written through actions, but no action names it",
+                        a.key
+                    ),
+                );
+            }
+        }
+        let errors = self.error_rules(source, &raw.errors);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Resource {
+            name: name.to_owned(),
+            endpoint,
+            schema,
+            extensions: raw.extensions.clone(),
+            description: raw.description.clone().unwrap_or_else(|| name.to_owned()),
+            id: id?,
+            id_kind,
+            created,
+            last_modified,
+            version,
+            request_envelope,
+            ops,
+            pagination,
+            filter,
+            attributes,
+            ignore,
+            put_omitted,
+            actions,
+            errors,
+        })
+    }
+
+    fn pagination(&mut self, source: &Source, raw: &RawResource) -> Pagination {
+        let p = &raw.pagination;
+        let at = At {
+            source,
+            keys: &["pagination"],
+        };
+        let max_size = p.max_size.unwrap_or(100).max(1);
+        let size_param = || p.size_param.clone();
+        match p.style.as_str() {
+            "none" => Pagination::None,
+            "page" => match (p.page_param.clone(), size_param()) {
+                (Some(page_param), Some(size_param)) => Pagination::Page {
+                    page_param,
+                    size_param,
+                    first_page: p.first_page.unwrap_or(1),
+                    max_size,
+                },
+                _ => {
+                    self.error(at, "page pagination needs page_param and size_param");
+                    Pagination::None
+                }
+            },
+            "offset" => match (p.offset_param.clone(), size_param()) {
+                (Some(offset_param), Some(size_param)) => Pagination::Offset {
+                    offset_param,
+                    size_param,
+                    max_size,
+                },
+                _ => {
+                    self.error(at, "offset pagination needs offset_param and size_param");
+                    Pagination::None
+                }
+            },
+            "cursor" => {
+                self.error(
+                    at,
+                    "cursor pagination is not supported yet (use page, offset or none)",
+                );
+                Pagination::None
+            }
+            other => {
+                self.error(
+                    at,
+                    format!("pagination style {other:?} must be page, offset or none"),
+                );
+                Pagination::None
+            }
+        }
+    }
+
+    fn attributes(&mut self, source: &Source, raw: &RawResource, schema: &str) -> Vec<Attribute> {
+        let mut out = Vec::new();
+        for (key, a) in &raw.attributes {
+            let at = At {
+                source,
+                keys: &["attributes", key],
+            };
+            let scim = match parse_attr_ref(key) {
+                Ok(r) => strip_core_urn(r, schema),
+                Err(e) => {
+                    self.error(
+                        at,
+                        format!("attribute key {key:?} is not a SCIM attribute path: {e}"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(urn) = &scim.attr.urn {
+                if !raw.extensions.iter().any(|x| x.eq_ignore_ascii_case(urn)) {
+                    self.error(
+                        at,
+                        format!("{urn} is not listed in the resource's `extensions`"),
+                    );
+                }
+            }
+            if let Some(f) = &scim.filter {
+                if scim_doc::selector_terms(f).is_none() {
+                    self.error(at, format!("the filter in {key:?} must be `eq` terms joined by `and`, so it can select one element"));
+                    continue;
+                }
+            }
+            let schema_of = scim.attr.urn.as_deref().unwrap_or(schema);
+            let leaf_sub = scim.sub.as_deref().or(scim.attr.sub.as_deref());
+            let standard = standard_attribute(schema_of, &scim.attr.name, leaf_sub);
+            let mut def = standard.unwrap_or(AttrDef {
+                ty: AttrType::String,
+                multi_valued: false,
+                case_exact: false,
+            });
+            if let Some(t) = a.r#type.as_deref() {
+                def.ty = match t {
+                    "string" => AttrType::String,
+                    "boolean" => AttrType::Boolean,
+                    "integer" => AttrType::Integer,
+                    "decimal" => AttrType::Decimal,
+                    "dateTime" => AttrType::DateTime,
+                    "reference" => AttrType::Reference,
+                    other => {
+                        self.error(at, format!("type {other:?} must be string, boolean, integer, decimal, dateTime or reference"));
+                        continue;
+                    }
+                };
+            }
+            if let Some(ce) = a.case_exact {
+                def.case_exact = ce;
+            }
+            let Some(read) = self.read_path(at, &a.upstream) else {
+                continue;
+            };
+            let mutability = match a.mutability.as_deref() {
+                None | Some("readWrite") => Mutability::ReadWrite,
+                Some("readOnly") => Mutability::ReadOnly,
+                Some("immutable") => Mutability::Immutable,
+                Some("writeOnly") => Mutability::WriteOnly,
+                Some(other) => {
+                    self.error(at, format!("mutability {other:?} must be readWrite, readOnly, immutable or writeOnly"));
+                    continue;
+                }
+            };
+            let via = match a.write.as_deref() {
+                None | Some("body") => WriteVia::Body,
+                Some("actions") => WriteVia::Actions,
+                Some(other) => {
+                    self.error(at, format!("write {other:?} must be body or actions"));
+                    continue;
+                }
+            };
+            let write = if mutability == Mutability::ReadOnly || via == WriteVia::Actions {
+                None
+            } else {
+                match self.write_path(at, &a.upstream) {
+                    Some(w) => Some(w),
+                    None => continue,
+                }
+            };
+            let enum_map = match &a.r#enum {
+                None => None,
+                Some(pairs) => {
+                    let mut ok = !pairs.is_empty();
+                    for (i, (s, u)) in pairs.iter().enumerate() {
+                        for (s2, u2) in &pairs[..i] {
+                            if s == s2 || u == u2 {
+                                ok = false;
+                            }
+                        }
+                    }
+                    if !ok {
+                        self.error(at, format!("enum of {key} is not two-way: every SCIM value and every upstream value must appear exactly once"));
+                        continue;
+                    }
+                    if let Some((s, _)) = pairs.first() {
+                        if s.is_boolean() && a.r#type.is_none() {
+                            def.ty = AttrType::Boolean;
+                        }
+                    }
+                    Some(EnumMap {
+                        pairs: pairs.clone(),
+                    })
+                }
+            };
+            let template = match &a.template {
+                None => None,
+                Some(t) => {
+                    let allowed = Allowed {
+                        id: false,
+                        token: false,
+                        member: false,
+                        scim: true,
+                        tenant_fields: &[],
+                    };
+                    match Template::parse(t, allowed) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            self.error(at, e.to_string());
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let (Some(default), Some(map)) = (&a.default_on_create, &enum_map) {
+                if !map.pairs.iter().any(|(s, _)| s == default) {
+                    self.error(
+                        at,
+                        format!("default_on_create {default} is not one of the enum's SCIM values"),
+                    );
+                    continue;
+                }
+            }
+            out.push(Attribute {
+                key: key.clone(),
+                case_exact: def.case_exact,
+                scim,
+                def,
+                read,
+                write,
+                via,
+                mutability,
+                required: a.required,
+                enum_map,
+                default_on_create: a.default_on_create.clone(),
+                template,
+                extra: a
+                    .extra
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                yields_to: None,
+            });
+        }
+        out
+    }
+
+    /// Two attributes may write one upstream field only when the mapping says which wins.
+    fn resolve_writers(
+        &mut self,
+        source: &Source,
+        raw: &RawResource,
+        attributes: &mut [Attribute],
+    ) {
+        let mut by_field: BTreeMap<WritePath, Vec<usize>> = BTreeMap::new();
+        for (i, a) in attributes.iter().enumerate() {
+            if let Some(w) = &a.write {
+                by_field.entry(w.clone()).or_default().push(i);
+            }
+        }
+        for (field, writers) in by_field {
+            if writers.len() < 2 {
+                continue;
+            }
+            let names: Vec<&str> = writers
+                .iter()
+                .map(|&i| attributes[i].key.as_str())
+                .collect();
+            let declared = raw.writes.writer.get(field.as_str());
+            let Some(winner) =
+                declared.and_then(|d| writers.iter().copied().find(|&i| attributes[i].key == *d))
+            else {
+                let keys = ["attributes", names[1]];
+                self.error(
+                    At { source, keys: &keys },
+                    format!(
+                        "{} all write {}: declare which one wins with writes.writer = {{ \"{}\" = \"{}\" }}",
+                        names.join(" and "),
+                        field.as_str(),
+                        field.as_str(),
+                        names[0]
+                    ),
+                );
+                continue;
+            };
+            for &i in &writers {
+                if i != winner {
+                    attributes[i].yields_to = Some(winner);
+                }
+            }
+        }
+        for (field, writer) in &raw.writes.writer {
+            if !attributes
+                .iter()
+                .any(|a| a.write.as_ref().is_some_and(|w| w.as_str() == field) && a.key == *writer)
+            {
+                self.error(
+                    At { source, keys: &["writer"] },
+                    format!("writes.writer names {writer:?} for {field}, but {writer:?} does not write {field}"),
+                );
+            }
+        }
+    }
+
+    fn filter_policy(
+        &mut self,
+        source: &Source,
+        raw: &RawResource,
+        schema: &str,
+        attributes: &[Attribute],
+        has_list: bool,
+    ) -> FilterPolicy {
+        let at = At {
+            source,
+            keys: &["filter"],
+        };
+        let mut push_down = Vec::new();
+        for (attr, param) in &raw.filter.push_down {
+            match parse_attr_path(attr) {
+                Ok(p) => {
+                    let p = if p
+                        .urn
+                        .as_deref()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(schema))
+                    {
+                        crate::scim::filter::AttrPath { urn: None, ..p }
+                    } else {
+                        p
+                    };
+                    let known = p.name.eq_ignore_ascii_case("id")
+                        || attributes
+                            .iter()
+                            .any(|a| a.scim.filter.is_none() && a.scim.attr.eq_ignore_case(&p));
+                    if !known {
+                        self.error(
+                            at,
+                            format!("push_down names {attr:?}, which is not a mapped attribute"),
+                        );
+                    }
+                    push_down.push((p, param.clone()));
+                }
+                Err(e) => self.error(at, format!("push_down key {attr:?}: {e}")),
+            }
+        }
+        if !push_down.is_empty() && !has_list {
+            self.error(at, "push_down needs a list operation");
+        }
+        let unsupported = match raw.filter.unsupported.as_deref() {
+            None | Some("reject") => Unsupported::Reject,
+            Some("scan") => Unsupported::Scan(raw.filter.scan_limit.unwrap_or(1000)),
+            Some(other) => {
+                self.error(at, format!("unsupported {other:?} must be scan or reject"));
+                Unsupported::Reject
+            }
+        };
+        FilterPolicy {
+            push_down,
+            unsupported,
+        }
+    }
+}
+
+/// A reference qualified with the resource's own core schema means the plain attribute.
+fn strip_core_urn(
+    mut r: crate::scim::filter::AttrRef,
+    schema: &str,
+) -> crate::scim::filter::AttrRef {
+    if r.attr
+        .urn
+        .as_deref()
+        .is_some_and(|u| u.eq_ignore_ascii_case(schema))
+    {
+        r.attr.urn = None;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locate;
+
+    #[test]
+    fn locate_finds_nested_keys() {
+        let text = "version = 1\n[resources.User]\nendpoint = \"/Users\"\n[resources.User.attributes]\nuserName = { upstream = \"$.email\" }\ntitle = { upstream = \"$[\" }\n";
+        assert_eq!(
+            locate(text, &["resources", "User", "attributes", "title"]),
+            Some(6)
+        );
+        assert_eq!(locate(text, &["resources", "User", "endpoint"]), Some(3));
+        assert_eq!(locate(text, &["nothing"]), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! The mapping language: raw files ([`raw`]) are compiled ([`compile`]) into a [`Mapping`]
+//! that the [`engine`] runs. Everything a request needs is prepared here, once per load.
+
+pub mod compile;
+pub mod engine;
+pub mod jsonpath;
+pub mod raw;
+pub mod scim_doc;
+pub mod template;
+
+use std::sync::Arc;
+
+use http::{HeaderName, Method, StatusCode};
+use serde_json::Value;
+
+use crate::scim::filter::{AttrPath, AttrRef};
+use crate::scim::schema::AttrDef;
+use crate::scim::ScimType;
+use jsonpath::{ReadPath, WritePath};
+use template::{BodyTemplate, Template};
+
+pub use compile::{load_dir, load_sources, CompileError, CompileErrors, Source};
+
+/// A compiled, ready-to-serve mapping set.
+#[derive(Debug)]
+pub struct Mapping {
+    /// How bearer tokens are introspected, when the mapping says so.
+    pub introspect: Option<Introspect>,
+    /// Tenant fields that every tenant has (from introspection or static keys).
+    pub tenant_fields: Vec<String>,
+    /// Header that carries the introspected key id upstream.
+    pub key_id_header: Option<HeaderName>,
+    /// Resource types, in file order.
+    pub resources: Vec<Arc<Resource>>,
+    /// Error rules shared by all resources, tried after a resource's own.
+    pub errors: Vec<ErrorRule>,
+    /// SHA-256 over the mapping sources, to tell which set is serving.
+    pub hash: String,
+}
+
+impl Mapping {
+    /// The resource served at `/{endpoint}` (matched case-insensitively).
+    pub fn resource(&self, endpoint: &str) -> Option<&Arc<Resource>> {
+        self.resources
+            .iter()
+            .find(|r| r.endpoint.eq_ignore_ascii_case(endpoint))
+    }
+}
+
+/// One compiled upstream call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    /// Full path template, base path included.
+    pub path: Template,
+    pub body: Option<BodyTemplate>,
+    pub query: Vec<(String, String)>,
+    /// Lists: where the items are.
+    pub items: Option<ReadPath>,
+    /// Lists: where the total is.
+    pub total: Option<Total>,
+    /// Single-object answers: where the object is (`None`: the whole body).
+    pub item: Option<ReadPath>,
+    /// `METHOD /path/template` as written, for logs and errors.
+    pub route: String,
+}
+
+/// Where a list answer carries its total count.
+#[derive(Debug, Clone)]
+pub enum Total {
+    Body(ReadPath),
+    Header(HeaderName),
+}
+
+/// Token introspection.
+#[derive(Debug)]
+pub struct Introspect {
+    pub call: Call,
+    pub active: ReadPath,
+    pub accept: Vec<(ReadPath, Value)>,
+    pub tenant: Vec<(String, ReadPath)>,
+    pub key_id: Option<ReadPath>,
+}
+
+/// An upstream status, or a class of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMatch {
+    Exact(u16),
+    Class(u16),
+}
+
+impl StatusMatch {
+    /// Does `status` fall under this rule?
+    pub fn matches(self, status: StatusCode) -> bool {
+        match self {
+            StatusMatch::Exact(s) => status.as_u16() == s,
+            StatusMatch::Class(c) => status.as_u16() / 100 == c,
+        }
+    }
+}
+
+/// Where an error rule takes its `detail`.
+#[derive(Debug, Clone)]
+pub enum Detail {
+    Literal(String),
+    Path(ReadPath),
+}
+
+/// An upstream error and the SCIM answer it becomes.
+#[derive(Debug, Clone)]
+pub struct ErrorRule {
+    pub status: StatusMatch,
+    pub when: Option<ReadPath>,
+    pub scim_status: StatusCode,
+    pub scim_type: Option<ScimType>,
+    pub detail: Option<Detail>,
+}
+
+/// The shape of the resource's ids, checked before any upstream call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    Integer,
+    String,
+    Uuid,
+}
+
+/// How lists are paged upstream.
+#[derive(Debug, Clone)]
+pub enum Pagination {
+    /// The upstream returns everything at once.
+    None,
+    Page {
+        page_param: String,
+        size_param: String,
+        first_page: u64,
+        max_size: u64,
+    },
+    Offset {
+        offset_param: String,
+        size_param: String,
+        max_size: u64,
+    },
+}
+
+/// What to do with filter terms the upstream cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// Page through at most this many upstream items and filter here.
+    Scan(u64),
+    Reject,
+}
+
+/// Filter push-down.
+#[derive(Debug, Clone)]
+pub struct FilterPolicy {
+    /// SCIM attribute → upstream query parameter, for `eq`.
+    pub push_down: Vec<(AttrPath, String)>,
+    pub unsupported: Unsupported,
+}
+
+/// SCIM mutability (RFC 7643 §2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutability {
+    ReadWrite,
+    ReadOnly,
+    Immutable,
+    WriteOnly,
+}
+
+impl Mutability {
+    /// The name used in `/Schemas`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mutability::ReadWrite => "readWrite",
+            Mutability::ReadOnly => "readOnly",
+            Mutability::Immutable => "immutable",
+            Mutability::WriteOnly => "writeOnly",
+        }
+    }
+}
+
+/// How an attribute reaches the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteVia {
+    /// In the create/update body.
+    Body,
+    /// Only through the resource's actions.
+    Actions,
+}
+
+/// Typed value pairs `(scim, upstream)`, checked two-way at load.
+#[derive(Debug, Clone)]
+pub struct EnumMap {
+    pub pairs: Vec<(Value, Value)>,
+}
+
+/// One mapped SCIM attribute.
+#[derive(Debug, Clone)]
+pub struct Attribute {
+    /// The mapping key as written, for messages.
+    pub key: String,
+    pub scim: AttrRef,
+    pub def: AttrDef,
+    pub read: ReadPath,
+    /// Where writes go; `None` for read-only attributes.
+    pub write: Option<WritePath>,
+    pub via: WriteVia,
+    pub mutability: Mutability,
+    pub required: bool,
+    pub enum_map: Option<EnumMap>,
+    pub default_on_create: Option<Value>,
+    pub template: Option<Template>,
+    pub extra: Vec<(String, Value)>,
+    pub case_exact: bool,
+    /// Another attribute writes the same field and wins when both are present.
+    pub yields_to: Option<usize>,
+}
+
+/// PUT semantics for attributes the request omits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOmitted {
+    Keep,
+    Clear,
+}
+
+/// When an action runs relative to the body write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionOrder {
+    BeforeWrite,
+    AfterWrite,
+}
+
+/// A call made when an attribute changes to a value.
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// Index into [`Resource::attributes`].
+    pub attribute: usize,
+    pub becomes: Value,
+    pub call: Call,
+    pub order: ActionOrder,
+}
+
+/// The upstream calls behind the SCIM operations.
+#[derive(Debug, Clone, Default)]
+pub struct Operations {
+    pub list: Option<Call>,
+    pub get: Option<Call>,
+    pub create: Option<Call>,
+    pub update: Option<Call>,
+    pub delete: Option<Call>,
+}
+
+/// A compiled SCIM resource type.
+#[derive(Debug)]
+pub struct Resource {
+    /// `User`.
+    pub name: String,
+    /// `Users` (without the slash).
+    pub endpoint: String,
+    pub schema: String,
+    pub extensions: Vec<String>,
+    pub description: String,
+    pub id: ReadPath,
+    pub id_kind: IdKind,
+    pub created: Option<ReadPath>,
+    pub last_modified: Option<ReadPath>,
+    pub version: Option<ReadPath>,
+    pub request_envelope: Option<WritePath>,
+    pub ops: Operations,
+    pub pagination: Pagination,
+    pub filter: FilterPolicy,
+    pub attributes: Vec<Attribute>,
+    pub ignore: Vec<AttrRef>,
+    pub put_omitted: PutOmitted,
+    pub actions: Vec<Action>,
+    pub errors: Vec<ErrorRule>,
+}

@@ -1,0 +1,259 @@
+//! The mapping files as written: serde types that mirror the TOML/JSON format one to one.
+//! Nothing here is validated beyond its shape; `compile` turns it into a [`super::Mapping`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One mapping file. A directory's files are merged: each may carry any sections, but a
+/// resource or the `auth`/`upstream` section may be defined only once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub version: Option<u32>,
+    pub auth: Option<RawAuth>,
+    pub upstream: Option<RawUpstream>,
+    #[serde(default)]
+    pub resources: BTreeMap<String, RawResource>,
+}
+
+/// How a SCIM bearer token is checked against the upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub introspect: Option<RawIntrospect>,
+    /// Tenant fields that statically configured keys must provide, when there is no
+    /// introspection section.
+    #[serde(default)]
+    pub tenant_fields: Vec<String>,
+}
+
+/// RFC 7662-style token introspection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospect {
+    pub call: RawCall,
+    /// JSONPath to a boolean: is the token active?
+    pub active: String,
+    /// JSONPath → required value; every entry must hold for the token to be accepted.
+    #[serde(default)]
+    pub accept: BTreeMap<String, Value>,
+    /// Tenant field name → JSONPath into the introspection answer.
+    #[serde(default)]
+    pub tenant: BTreeMap<String, String>,
+    /// JSONPath to the key's id, sent upstream on every call for the audit log.
+    pub key_id: Option<String>,
+}
+
+/// Settings shared by every resource.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Prefix of every resource path, e.g. `/api/v1/companies/{tenant.company_id}`.
+    #[serde(default)]
+    pub base_path: String,
+    /// Header that carries the introspected key id (when there is one).
+    pub key_id_header: Option<String>,
+    /// Default JSONPath to the object in single-object answers (e.g. `$.data`).
+    pub item: Option<String>,
+    /// Error rules, tried in order after the resource's own.
+    #[serde(default)]
+    pub errors: Vec<RawErrorRule>,
+}
+
+/// One upstream call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCall {
+    pub method: String,
+    pub path: String,
+    /// A JSON body template whose string leaves may be `{placeholder}`s.
+    pub body: Option<Value>,
+    /// Static query parameters added to the call.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// For list calls: JSONPath to the array of items (or to each item).
+    pub items: Option<String>,
+    /// For list calls: JSONPath to the total count in the body.
+    pub total: Option<String>,
+    /// For list calls: response header that carries the total count.
+    pub total_header: Option<String>,
+    /// JSONPath to the object in the answer; defaults to `upstream.item`.
+    pub item: Option<String>,
+}
+
+/// An upstream error status (or class such as `"4xx"`) and what SCIM answer it becomes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorRule {
+    pub status: Value,
+    /// JSONPath that must find a non-null value in the upstream body for the rule to apply.
+    pub when: Option<String>,
+    pub scim_status: u16,
+    pub scim_type: Option<String>,
+    /// Literal text, or a JSONPath (starting with `$`) into the upstream body.
+    pub detail: Option<String>,
+}
+
+/// One SCIM resource type backed by an upstream collection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    /// `/Users`: the SCIM endpoint.
+    pub endpoint: String,
+    pub schema: String,
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    pub description: Option<String>,
+    pub id: RawId,
+    #[serde(default)]
+    pub meta: RawMeta,
+    /// Singular JSONPath under which request bodies wrap the object (e.g. `$.user`); bare if absent.
+    pub request_envelope: Option<String>,
+    pub operations: RawOperations,
+    #[serde(default)]
+    pub pagination: RawPagination,
+    #[serde(default)]
+    pub filter: RawFilterPolicy,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, RawAttribute>,
+    #[serde(default)]
+    pub writes: RawWrites,
+    #[serde(default)]
+    pub actions: Vec<RawAction>,
+    #[serde(default)]
+    pub errors: Vec<RawErrorRule>,
+}
+
+/// Where the SCIM `id` comes from and what shape it has.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawId {
+    pub upstream: String,
+    /// `integer`, `string` or `uuid`: ids of another shape are 404 without an upstream call.
+    #[serde(default = "default_id_type")]
+    pub r#type: String,
+}
+
+fn default_id_type() -> String {
+    "string".to_owned()
+}
+
+/// JSONPaths to the `meta` timestamps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeta {
+    pub created: Option<String>,
+    pub last_modified: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The upstream calls behind the SCIM operations; an absent one is not offered.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperations {
+    pub list: Option<RawCall>,
+    pub get: Option<RawCall>,
+    pub create: Option<RawCall>,
+    pub update: Option<RawCall>,
+    pub delete: Option<RawCall>,
+}
+
+/// How the upstream pages lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPagination {
+    #[serde(default = "default_style")]
+    pub style: String,
+    pub page_param: Option<String>,
+    pub size_param: Option<String>,
+    pub offset_param: Option<String>,
+    pub first_page: Option<u64>,
+    pub max_size: Option<u64>,
+}
+
+fn default_style() -> String {
+    "none".to_owned()
+}
+
+impl Default for RawPagination {
+    fn default() -> Self {
+        RawPagination {
+            style: default_style(),
+            page_param: None,
+            size_param: None,
+            offset_param: None,
+            first_page: None,
+            max_size: None,
+        }
+    }
+}
+
+/// Which filters the upstream answers, and what to do with the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilterPolicy {
+    /// SCIM attribute → upstream query parameter, for `eq` (and `and` of such terms).
+    #[serde(default)]
+    pub push_down: BTreeMap<String, String>,
+    /// `scan` (page through and filter here, bounded) or `reject` (400 invalidFilter).
+    pub unsupported: Option<String>,
+    pub scan_limit: Option<u64>,
+}
+
+/// One SCIM attribute and the upstream field behind it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttribute {
+    pub upstream: String,
+    #[serde(default)]
+    pub required: bool,
+    /// `readWrite` (default), `readOnly`, `immutable` (written on create only), `writeOnly`.
+    pub mutability: Option<String>,
+    /// `body` (default): written in the create/update body; `actions`: only through actions.
+    pub write: Option<String>,
+    /// Two-way value pairs `[scim, upstream]`.
+    pub r#enum: Option<Vec<(Value, Value)>>,
+    /// Value written on create when the request has none.
+    pub default_on_create: Option<Value>,
+    /// SCIM-side template (`"{name.givenName} {name.familyName}"`) used on create when absent.
+    pub template: Option<String>,
+    /// Properties added to the multi-valued element on read (e.g. `primary = true`).
+    #[serde(default)]
+    pub extra: BTreeMap<String, Value>,
+    pub case_exact: Option<bool>,
+    pub r#type: Option<String>,
+}
+
+/// Rules for writes that involve more than one attribute.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWrites {
+    /// Upstream write path → the SCIM attribute that wins when several write it.
+    #[serde(default)]
+    pub writer: BTreeMap<String, String>,
+    /// SCIM attributes accepted on write and dropped (never stored or advertised).
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// PUT: `keep` attributes the request omits, or `clear` them.
+    pub put_omitted: Option<String>,
+}
+
+/// A call made when an attribute changes to a value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    pub when: RawWhen,
+    pub call: RawCall,
+    /// `before_write` or `after_write` (default).
+    pub run: Option<String>,
+}
+
+/// The attribute change that triggers an action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWhen {
+    pub attribute: String,
+    pub becomes: Value,
+}

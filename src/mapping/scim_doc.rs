@@ -1,0 +1,199 @@
+//! Reading and writing one attribute of a SCIM JSON document by its [`AttrRef`].
+//! Attribute names match case-insensitively (RFC 7643 §2.1); a URN on the reference means
+//! an extension object (callers strip the resource's own core URN at compile time).
+
+use serde_json::{Map, Value};
+
+use crate::scim::filter::{AttrRef, CompValue, CompareOp, Filter};
+
+/// The value under `key` in `map`, matching the key case-insensitively.
+pub fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+fn get_ci_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+    let actual = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()?;
+    map.get_mut(&actual)
+}
+
+/// The entry for `key`, created as `default` under the key's given spelling when absent.
+fn entry_ci<'a>(map: &'a mut Map<String, Value>, key: &str, default: Value) -> &'a mut Value {
+    let actual = map
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(key))
+        .cloned()
+        .unwrap_or_else(|| key.to_owned());
+    map.entry(actual).or_insert(default)
+}
+
+/// The object holding the reference's top-level attribute: the document, or its extension.
+fn container<'a>(doc: &'a Value, r: &AttrRef) -> Option<&'a Map<String, Value>> {
+    let obj = doc.as_object()?;
+    match &r.attr.urn {
+        None => Some(obj),
+        Some(urn) => get_ci(obj, urn)?.as_object(),
+    }
+}
+
+fn container_mut<'a>(doc: &'a mut Value, r: &AttrRef) -> Option<&'a mut Map<String, Value>> {
+    let obj = doc.as_object_mut()?;
+    match &r.attr.urn {
+        None => Some(obj),
+        Some(urn) => entry_ci(obj, urn, Value::Object(Map::new())).as_object_mut(),
+    }
+}
+
+/// The `eq` terms of a selector filter such as `type eq "work" and primary eq true`.
+pub fn selector_terms(filter: &Filter) -> Option<Vec<(String, Value)>> {
+    match filter {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value,
+        } if path.urn.is_none() && path.sub.is_none() => {
+            let v = match value {
+                CompValue::Null => return None,
+                CompValue::Bool(b) => Value::Bool(*b),
+                CompValue::Number(n) => Value::Number(n.clone()),
+                CompValue::String(s) => Value::String(s.clone()),
+            };
+            Some(vec![(path.name.clone(), v)])
+        }
+        Filter::And(a, b) => {
+            let mut terms = selector_terms(a)?;
+            terms.extend(selector_terms(b)?);
+            Some(terms)
+        }
+        _ => None,
+    }
+}
+
+fn element_matches(element: &Value, filter: &Filter) -> bool {
+    filter.matches(element, &|_| false)
+}
+
+/// Reads the attribute; `None` when absent or null.
+pub fn get(doc: &Value, r: &AttrRef) -> Option<Value> {
+    let top = get_ci(container(doc, r)?, &r.attr.name)?;
+    let value = match &r.filter {
+        None => match &r.attr.sub {
+            None => top.clone(),
+            Some(sub) => get_ci(top.as_object()?, sub)?.clone(),
+        },
+        Some(filter) => {
+            let element = match top {
+                Value::Array(items) => items.iter().find(|e| element_matches(e, filter))?,
+                single if element_matches(single, filter) => single,
+                _ => return None,
+            };
+            match &r.sub {
+                None => element.clone(),
+                Some(sub) => get_ci(element.as_object()?, sub)?.clone(),
+            }
+        }
+    };
+    (!value.is_null()).then_some(value)
+}
+
+/// Writes the attribute, creating parents; for a selector reference the element matching
+/// the selector is updated or appended, and `extra` properties are added to it.
+pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]) {
+    let Some(map) = container_mut(doc, r) else {
+        return;
+    };
+    match (&r.filter, &r.attr.sub) {
+        (None, None) => {
+            *entry_ci(map, &r.attr.name, Value::Null) = value;
+        }
+        (None, Some(sub)) => {
+            let parent = entry_ci(map, &r.attr.name, Value::Object(Map::new()));
+            if !parent.is_object() {
+                *parent = Value::Object(Map::new());
+            }
+            if let Some(obj) = parent.as_object_mut() {
+                *entry_ci(obj, sub, Value::Null) = value;
+            }
+        }
+        (Some(filter), _) => {
+            let Some(terms) = selector_terms(filter) else {
+                return;
+            };
+            let list = entry_ci(map, &r.attr.name, Value::Array(Vec::new()));
+            if !list.is_array() {
+                *list = Value::Array(Vec::new());
+            }
+            let Some(items) = list.as_array_mut() else {
+                return;
+            };
+            let index = match items.iter().position(|e| element_matches(e, filter)) {
+                Some(i) => i,
+                None => {
+                    let element: Map<String, Value> = terms.into_iter().collect();
+                    items.push(Value::Object(element));
+                    items.len() - 1
+                }
+            };
+            let Some(element) = items[index].as_object_mut() else {
+                return;
+            };
+            match &r.sub {
+                Some(sub) => {
+                    *entry_ci(element, sub, Value::Null) = value;
+                }
+                None => {
+                    if let Value::Object(fields) = value {
+                        element.extend(fields);
+                    }
+                }
+            }
+            for (k, v) in extra {
+                entry_ci(element, k, v.clone());
+            }
+        }
+    }
+}
+
+/// Removes the attribute (for a selector reference: the sub-attribute of matching elements,
+/// or the elements themselves when no sub-attribute is named).
+pub fn remove(doc: &mut Value, r: &AttrRef) {
+    let Some(map) = container_mut(doc, r) else {
+        return;
+    };
+    let key = r.attr.name.as_str();
+    match (&r.filter, &r.attr.sub) {
+        (None, None) => {
+            if let Some(actual) = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned() {
+                map.remove(&actual);
+            }
+        }
+        (None, Some(sub)) => {
+            if let Some(Value::Object(obj)) = get_ci_mut(map, key) {
+                if let Some(actual) = obj.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned() {
+                    obj.remove(&actual);
+                }
+            }
+        }
+        (Some(filter), _) => {
+            if let Some(Value::Array(items)) = get_ci_mut(map, key) {
+                match &r.sub {
+                    None => items.retain(|e| !element_matches(e, filter)),
+                    Some(sub) => {
+                        for element in items.iter_mut().filter(|e| element_matches(e, filter)) {
+                            if let Some(obj) = element.as_object_mut() {
+                                if let Some(actual) =
+                                    obj.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned()
+                                {
+                                    obj.remove(&actual);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The HTTP side: routing, authentication, body limits, and turning every failure into a
+//! SCIM Error answer in one place.
+
+pub mod auth;
+pub mod request;
+pub mod resource;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::mapping::Mapping;
+use crate::scim::ScimError;
+use crate::upstream::Upstream;
+use auth::{Authenticator, Tenant};
+
+/// Everything a request needs, shared by all requests.
+pub struct Gateway {
+    /// The mapping in use; swapped whole on reload, read without locks.
+    pub mapping: ArcSwap<Mapping>,
+    pub upstream: Upstream,
+    pub auth: Authenticator,
+    pub config: Config,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway from a loaded configuration and a compiled mapping.
+    pub fn new(config: Config, mapping: Mapping) -> anyhow::Result<Arc<Gateway>> {
+        let upstream = Upstream::new(&crate::upstream::UpstreamSettings {
+            url: config.upstream.url.clone(),
+            token: config.upstream.token.clone(),
+            timeout: std::time::Duration::from_millis(config.upstream.timeout_ms),
+            connect_timeout: std::time::Duration::from_millis(config.upstream.connect_timeout_ms),
+        })?;
+        let auth = Authenticator::new(&config.auth, &mapping)?;
+        Ok(Arc::new(Gateway {
+            mapping: ArcSwap::from_pointee(mapping),
+            upstream,
+            auth,
+            config,
+        }))
+    }
+}
+
+/// The router: health endpoints outside authentication, the SCIM API under the base path.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let scim = Router::new()
+        .route("/{endpoint}", get(resource::list).post(resource::create))
+        .route(
+            "/{endpoint}/{id}",
+            get(resource::get_one)
+                .put(resource::replace)
+                .patch(resource::patch)
+                .delete(resource::delete),
+        )
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            authenticate,
+        ));
+    let base = gateway.config.base_path_trimmed().to_owned();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready));
+    let app = if base.is_empty() {
+        app.merge(scim)
+    } else {
+        app.nest(&base, scim)
+    };
+    app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
+        .layer(middleware::from_fn(scim_errors_for_framework_rejections))
+        .with_state(gateway)
+}
+
+/// Binds and serves until the process is told to stop.
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
+    let app = router(gateway);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
+    let mapping = gateway.mapping.load();
+    axum::Json(json!({"status": "ready", "mapping": mapping.hash})).into_response()
+}
+
+async fn not_found() -> ScimError {
+    ScimError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ScimError {
+    ScimError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this method is not allowed on this endpoint",
+    )
+}
+
+/// Extracts `Authorization: Bearer …` and resolves it to a [`Tenant`] for the handlers.
+async fn authenticate(
+    State(gateway): State<Arc<Gateway>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return ScimError::unauthorized("a bearer token is required").into_response();
+    };
+    let mapping = gateway.mapping.load_full();
+    match gateway
+        .auth
+        .authenticate(&token, &mapping, &gateway.upstream)
+        .await
+    {
+        Ok(tenant) => {
+            request.extensions_mut().insert::<Arc<Tenant>>(tenant);
+            next.run(request).await
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, "authentication failed");
+            ScimError::from(e).into_response()
+        }
+    }
+}
+
+/// axum answers some failures itself (body too large, unreadable body, bad path escapes)
+/// with plain text; rewrite those into SCIM errors so every 4xx and 5xx has the SCIM body.
+async fn scim_errors_for_framework_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_scim = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == HeaderValue::from_static(crate::scim::MEDIA_TYPE));
+    if (status.is_client_error() || status.is_server_error()) && !is_scim {
+        let detail = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                "the request body is larger than this gateway accepts".to_owned()
+            }
+            s => s.canonical_reason().unwrap_or("error").to_owned(),
+        };
+        return ScimError::new(status, detail).into_response();
+    }
+    response
+}

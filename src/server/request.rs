@@ -1,0 +1,101 @@
+//! Reading SCIM requests: JSON bodies, list parameters, the externally visible base URL,
+//! and writing SCIM answers.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::scim::{ScimError, ScimType, MEDIA_TYPE};
+
+/// A JSON request body; unreadable or oversized bodies become SCIM errors.
+pub struct ScimJson(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for ScimJson {
+    type Rejection = ScimError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ScimError::new(
+                    status,
+                    "the request body is larger than this gateway accepts",
+                )
+            } else {
+                ScimError::bad_request(
+                    ScimType::InvalidSyntax,
+                    "the request body could not be read",
+                )
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(ScimJson).map_err(|e| {
+            ScimError::bad_request(
+                ScimType::InvalidSyntax,
+                format!(
+                    "the request body is not valid JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })
+    }
+}
+
+/// The raw query string, parsed by name case-insensitively.
+#[derive(Debug, Default)]
+pub struct ListParams {
+    pub filter: Option<String>,
+    pub start_index: Option<String>,
+    pub count: Option<String>,
+    pub attributes: Option<String>,
+    pub excluded_attributes: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListParams {
+    type Rejection = ScimError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut params = ListParams::default();
+        let Some(query) = parts.uri.query() else {
+            return Ok(params);
+        };
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.to_ascii_lowercase().as_str() {
+                "filter" => &mut params.filter,
+                "startindex" => &mut params.start_index,
+                "count" => &mut params.count,
+                "attributes" => &mut params.attributes,
+                "excludedattributes" => &mut params.excluded_attributes,
+                _ => continue,
+            };
+            *slot = Some(v.into_owned());
+        }
+        Ok(params)
+    }
+}
+
+/// The SCIM base URL as clients see it: `public_url` when configured, else from `Host`.
+pub fn base_url(public_url: Option<&str>, base_path: &str, headers: &HeaderMap) -> String {
+    if let Some(public) = public_url {
+        return format!("{}{}", public.trim_end_matches('/'), base_path);
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    format!("http://{host}{base_path}")
+}
+
+/// A SCIM JSON answer.
+pub fn scim_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    response
+}

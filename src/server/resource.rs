@@ -1,0 +1,909 @@
+//! The SCIM operations on any mapped resource type: list, get, create, replace, patch,
+//! delete. Each handler reads the mapping once, so a request finishes on the mapping it
+//! started with even if a reload swaps it meanwhile.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde_json::{json, Value};
+
+use super::auth::Tenant;
+use super::request::{base_url, scim_response, ListParams, ScimJson};
+use super::Gateway;
+use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
+use crate::mapping::template::Vars;
+use crate::mapping::{
+    Action, ActionOrder, Call, Detail, Mapping, Pagination, Resource, Total, Unsupported,
+};
+use crate::scim::filter::{parse_attr_path, parse_filter, Filter};
+use crate::scim::patch::{apply, parse_patch};
+use crate::scim::{ScimError, ScimType, LIST_SCHEMA};
+use crate::upstream::{self, UpstreamError};
+
+/// One request's view of the gateway.
+struct Ctx {
+    gateway: Arc<Gateway>,
+    mapping: Arc<Mapping>,
+    resource: Arc<Resource>,
+    tenant: Arc<Tenant>,
+    base_url: String,
+}
+
+fn ctx(
+    gateway: Arc<Gateway>,
+    endpoint: &str,
+    tenant: Arc<Tenant>,
+    headers: &HeaderMap,
+) -> Result<Ctx, ScimError> {
+    let mapping = gateway.mapping.load_full();
+    let resource = mapping
+        .resource(endpoint)
+        .cloned()
+        .ok_or_else(|| ScimError::not_found("no such endpoint"))?;
+    let base_url = base_url(
+        gateway.config.public_url.as_deref(),
+        gateway.config.base_path_trimmed(),
+        headers,
+    );
+    Ok(Ctx {
+        gateway,
+        mapping,
+        resource,
+        tenant,
+        base_url,
+    })
+}
+
+/// Ids in messages are shortened and stripped of control characters.
+fn shown(id: &str) -> String {
+    let clean: String = id.chars().filter(|c| !c.is_control()).take(64).collect();
+    if clean.len() < id.len() {
+        format!("{clean}…")
+    } else {
+        clean
+    }
+}
+
+fn not_supported(what: &str) -> ScimError {
+    ScimError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("this resource type does not support {what}"),
+    )
+}
+
+impl Ctx {
+    fn vars<'a>(&'a self, id: Option<&'a str>) -> Vars<'a> {
+        Vars {
+            id,
+            tenant: Some(&self.tenant),
+            ..Vars::default()
+        }
+    }
+
+    fn not_found(&self, id: &str) -> ScimError {
+        ScimError::not_found(format!("{} {} not found", self.resource.name, shown(id)))
+    }
+
+    /// Sends a call; transport failures become 502/503/504.
+    async fn send(
+        &self,
+        call: &Call,
+        id: Option<&str>,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<upstream::Response, ScimError> {
+        let audit = match (&self.mapping.key_id_header, &self.tenant.key_id) {
+            (Some(h), Some(k)) => Some((h, k.as_str())),
+            _ => None,
+        };
+        self.gateway
+            .upstream
+            .send(call, &self.vars(id), query, body, audit)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::Timeout => ScimError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("the upstream did not answer {} in time", call.route),
+                ),
+                UpstreamError::Unreachable(why) => {
+                    let mut err = ScimError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the upstream is unreachable: {why}"),
+                    );
+                    err.retry_after = Some(5);
+                    err
+                }
+                UpstreamError::BadBody(why) => ScimError::bad_gateway(format!(
+                    "the upstream answer to {} could not be read: {why}",
+                    call.route
+                )),
+                // Only ids pass through templates, and they are checked first: an id that still
+                // cannot be placed in a URL names nothing.
+                UpstreamError::Render(_) => match id {
+                    Some(id) => self.not_found(id),
+                    None => {
+                        ScimError::bad_gateway(format!("cannot build the URL for {}", call.route))
+                    }
+                },
+            })
+    }
+
+    /// Sends a call and insists on a 2xx with a readable body.
+    async fn send_ok(
+        &self,
+        call: &Call,
+        id: Option<&str>,
+        query: &[(String, String)],
+        body: Option<&Value>,
+    ) -> Result<upstream::Response, ScimError> {
+        let response = self.send(call, id, query, body).await?;
+        if !response.status.is_success() {
+            return Err(self.upstream_error(&response, id));
+        }
+        if response.unparsable {
+            return Err(ScimError::bad_gateway(format!(
+                "the upstream answer to {} is not JSON",
+                call.route
+            )));
+        }
+        Ok(response)
+    }
+
+    /// An upstream error status as the SCIM answer the mapping's rules choose.
+    fn upstream_error(&self, response: &upstream::Response, id: Option<&str>) -> ScimError {
+        let rules = self
+            .resource
+            .errors
+            .iter()
+            .chain(self.mapping.errors.iter());
+        for rule in rules {
+            if !rule.status.matches(response.status) {
+                continue;
+            }
+            if let Some(when) = &rule.when {
+                if when.read(&response.body).is_none() {
+                    continue;
+                }
+            }
+            let detail = match &rule.detail {
+                Some(Detail::Literal(text)) => text.clone(),
+                Some(Detail::Path(path)) => path
+                    .read(&response.body)
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .map(|s| s.chars().take(300).collect())
+                    .unwrap_or_else(|| {
+                        format!("the upstream answered {}", response.status.as_u16())
+                    }),
+                None => match (rule.scim_status, id) {
+                    (StatusCode::NOT_FOUND, Some(id)) => {
+                        format!("{} {} not found", self.resource.name, shown(id))
+                    }
+                    _ => format!("the upstream answered {}", response.status.as_u16()),
+                },
+            };
+            let mut err = ScimError::new(rule.scim_status, detail);
+            err.scim_type = rule.scim_type;
+            if rule.scim_status == StatusCode::TOO_MANY_REQUESTS
+                || rule.scim_status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                err.retry_after = retry_after(&response.headers);
+            }
+            return err;
+        }
+        let status = response.status;
+        match status.as_u16() {
+            401 | 403 => {
+                ScimError::bad_gateway("the upstream refused the gateway's service credential")
+            }
+            404 => match id {
+                Some(id) => self.not_found(id),
+                None => ScimError::bad_gateway(
+                    "the upstream answered 404 for a collection the mapping names",
+                ),
+            },
+            429 => {
+                let mut err = ScimError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "the upstream is rate limiting; retry later",
+                );
+                err.retry_after = retry_after(&response.headers).or(Some(1));
+                err
+            }
+            500..=599 => {
+                ScimError::bad_gateway(format!("the upstream failed with {}", status.as_u16()))
+            }
+            s => ScimError::bad_request(
+                ScimType::InvalidValue,
+                format!("the upstream rejected the request ({s})"),
+            ),
+        }
+    }
+
+    /// The object in a single-object answer, when it is one of this resource's objects.
+    fn object<'a>(&self, call: &Call, body: &'a Value) -> Option<&'a Value> {
+        let obj = match &call.item {
+            Some(p) => p.read(body)?,
+            None => body,
+        };
+        self.resource.upstream_id(obj).ok().map(|_| obj)
+    }
+
+    fn to_scim(&self, obj: &Value) -> Result<Value, ScimError> {
+        self.resource.to_scim(obj, &self.base_url).map_err(|e| {
+            ScimError::bad_gateway(format!(
+                "the upstream {} cannot be read through the mapping: {e}",
+                self.resource.name
+            ))
+        })
+    }
+
+    /// GETs one object; `Ok(None)` for 404.
+    async fn fetch(&self, id: &str) -> Result<Option<Value>, ScimError> {
+        let call = self
+            .resource
+            .ops
+            .get
+            .as_ref()
+            .ok_or_else(|| not_supported("reads"))?;
+        let response = self.send(call, Some(id), &[], None).await?;
+        if response.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status.is_success() {
+            return Err(self.upstream_error(&response, Some(id)));
+        }
+        match self.object(call, &response.body) {
+            Some(obj) => Ok(Some(obj.clone())),
+            None => Err(ScimError::bad_gateway(format!(
+                "the upstream answer to {} holds no {}",
+                call.route, self.resource.name
+            ))),
+        }
+    }
+
+    async fn fetch_doc(&self, id: &str) -> Result<Value, ScimError> {
+        match self.fetch(id).await? {
+            Some(obj) => self.to_scim(&obj),
+            None => Err(self.not_found(id)),
+        }
+    }
+
+    fn check_id(&self, id: &str) -> Result<(), ScimError> {
+        if id_is_plausible(self.resource.id_kind, id) {
+            Ok(())
+        } else {
+            Err(self.not_found(id))
+        }
+    }
+
+    /// One page of an upstream list: the items and the total.
+    async fn list_page(
+        &self,
+        call: &Call,
+        query: &[(String, String)],
+    ) -> Result<(Vec<Value>, Option<u64>), ScimError> {
+        let response = self.send_ok(call, None, query, None).await?;
+        let items = call
+            .items
+            .as_ref()
+            .and_then(|p| p.read_many(&response.body))
+            .ok_or_else(|| {
+                ScimError::bad_gateway(format!(
+                    "the upstream answer to {} holds no item list",
+                    call.route
+                ))
+            })?;
+        let total = match &call.total {
+            Some(Total::Body(p)) => p.read(&response.body).and_then(Value::as_u64),
+            Some(Total::Header(h)) => response
+                .headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+            None => None,
+        };
+        Ok((items.into_iter().cloned().collect(), total))
+    }
+
+    /// Items `start..start+count` (0-based) of an upstream list, and the total.
+    async fn fetch_window(
+        &self,
+        call: &Call,
+        filter_params: &[(String, String)],
+        start: usize,
+        count: usize,
+    ) -> Result<(Vec<Value>, u64), ScimError> {
+        let mut out = Vec::new();
+        match &self.resource.pagination {
+            Pagination::None => {
+                let (items, total) = self.list_page(call, filter_params).await?;
+                let total = total.unwrap_or(items.len() as u64);
+                out.extend(items.into_iter().skip(start).take(count));
+                Ok((out, total))
+            }
+            Pagination::Page {
+                page_param,
+                size_param,
+                first_page,
+                max_size,
+            } => {
+                let max = *max_size as usize;
+                let aligned = count > 0 && count <= max && start % count == 0;
+                let size = if count == 0 {
+                    1
+                } else if aligned {
+                    count
+                } else {
+                    max
+                };
+                let mut page = start / size;
+                let mut skip = start % size;
+                loop {
+                    let mut query = filter_params.to_vec();
+                    query.push((page_param.clone(), (*first_page + page as u64).to_string()));
+                    query.push((size_param.clone(), size.to_string()));
+                    let (items, total) = self.list_page(call, &query).await?;
+                    let total = total.ok_or_else(|| {
+                        ScimError::bad_gateway(format!(
+                            "the upstream answer to {} has no total",
+                            call.route
+                        ))
+                    })?;
+                    let got = items.len();
+                    out.extend(
+                        items
+                            .into_iter()
+                            .skip(skip)
+                            .take(count.saturating_sub(out.len())),
+                    );
+                    skip = 0;
+                    page += 1;
+                    if out.len() >= count || got < size || (page * size) as u64 >= total {
+                        return Ok((out, total));
+                    }
+                }
+            }
+            Pagination::Offset {
+                offset_param,
+                size_param,
+                max_size,
+            } => {
+                let max = *max_size as usize;
+                loop {
+                    let want = count.saturating_sub(out.len()).clamp(1, max);
+                    let mut query = filter_params.to_vec();
+                    query.push((offset_param.clone(), (start + out.len()).to_string()));
+                    query.push((size_param.clone(), want.to_string()));
+                    let (items, total) = self.list_page(call, &query).await?;
+                    let total = total.ok_or_else(|| {
+                        ScimError::bad_gateway(format!(
+                            "the upstream answer to {} has no total",
+                            call.route
+                        ))
+                    })?;
+                    let got = items.len();
+                    out.extend(items.into_iter().take(count.saturating_sub(out.len())));
+                    if out.len() >= count || got < want || (start + out.len()) as u64 >= total {
+                        return Ok((out, total));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every upstream item matching the pushed-down parameters, bounded by the scan limit.
+    async fn scan(
+        &self,
+        call: &Call,
+        filter_params: &[(String, String)],
+        limit: u64,
+    ) -> Result<Vec<Value>, ScimError> {
+        let too_many = || {
+            ScimError::bad_request(
+                ScimType::TooMany,
+                format!("this filter needs a scan of more than {limit} {} upstream; narrow it with an attribute the upstream can filter on", self.resource.name),
+            )
+        };
+        let batch = match &self.resource.pagination {
+            Pagination::None => usize::MAX,
+            Pagination::Page { max_size, .. } | Pagination::Offset { max_size, .. } => {
+                *max_size as usize
+            }
+        };
+        let mut all = Vec::new();
+        loop {
+            let (items, total) = self
+                .fetch_window(call, filter_params, all.len(), batch)
+                .await?;
+            if total > limit {
+                return Err(too_many());
+            }
+            let got = items.len();
+            all.extend(items);
+            if got < batch || all.len() as u64 >= total {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Runs actions in order, recording what landed.
+    async fn run_actions(
+        &self,
+        actions: &[&Action],
+        id: &str,
+        landed: &mut Vec<String>,
+    ) -> Result<Option<Value>, ScimError> {
+        let mut last = None;
+        for action in actions {
+            let body = match &action.call.body {
+                Some(b) => Some(
+                    b.render(&self.vars(Some(id)))
+                        .map_err(|e| ScimError::bad_gateway(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let response = self
+                .send_ok(&action.call, Some(id), &[], body.as_ref())
+                .await?;
+            landed.push(action.call.route.clone());
+            if let Some(obj) = self.object(&action.call, &response.body) {
+                last = Some(obj.clone());
+            }
+        }
+        Ok(last)
+    }
+
+    /// Writes a body and actions in the order the mapping gives: before-actions, the body,
+    /// after-actions. A failure after something landed is a 502 that says what landed.
+    async fn write(
+        &self,
+        id: &str,
+        body: Option<Value>,
+        actions: Vec<&Action>,
+    ) -> Result<Value, ScimError> {
+        let (before, after): (Vec<&Action>, Vec<&Action>) = actions
+            .into_iter()
+            .partition(|a| a.order == ActionOrder::BeforeWrite);
+        let mut landed = Vec::new();
+        let mut last = None;
+        let partial = |landed: &[String], err: ScimError| -> ScimError {
+            if landed.is_empty() {
+                err
+            } else {
+                ScimError::bad_gateway(format!(
+                    "partly applied: {} succeeded, then the next call failed ({} {})",
+                    landed.join(", "),
+                    err.status.as_u16(),
+                    err.detail
+                ))
+            }
+        };
+        match self.run_actions(&before, id, &mut landed).await {
+            Ok(obj) => last = obj.or(last),
+            Err(e) => return Err(partial(&landed, e)),
+        }
+        if let Some(body) = body {
+            let call = self
+                .resource
+                .ops
+                .update
+                .as_ref()
+                .ok_or_else(|| not_supported("updates"))?;
+            match self.send_ok(call, Some(id), &[], Some(&body)).await {
+                Ok(response) => {
+                    landed.push(format!("the {} update", self.resource.name));
+                    if let Some(obj) = self.object(call, &response.body) {
+                        last = Some(obj.clone());
+                    }
+                }
+                Err(e) => return Err(partial(&landed, e)),
+            }
+        }
+        match self.run_actions(&after, id, &mut landed).await {
+            Ok(obj) => last = obj.or(last),
+            Err(e) => return Err(partial(&landed, e)),
+        }
+        match last {
+            Some(obj) => self.to_scim(&obj),
+            None => self.fetch_doc(id).await,
+        }
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn parse_index(value: Option<&str>, name: &str) -> Result<Option<i64>, ScimError> {
+    match value {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            ScimError::bad_request(ScimType::InvalidValue, format!("{name} must be an integer"))
+        }),
+    }
+}
+
+/// `attributes` / `excludedAttributes` on a resource (top-level and sub-attribute names).
+fn project(
+    doc: Value,
+    attributes: Option<&[crate::scim::filter::AttrPath]>,
+    excluded: &[crate::scim::filter::AttrPath],
+) -> Value {
+    use crate::mapping::scim_doc::get_ci;
+    let Value::Object(mut map) = doc else {
+        return doc;
+    };
+    if let Some(keep) = attributes {
+        let mut out = serde_json::Map::new();
+        for (k, v) in &map {
+            if ["schemas", "id"].contains(&k.as_str()) {
+                out.insert(k.clone(), v.clone());
+                continue;
+            }
+            let wanted: Vec<_> = keep
+                .iter()
+                .filter(|p| match &p.urn {
+                    Some(urn) if urn.eq_ignore_ascii_case(k) => true,
+                    _ => p.name.eq_ignore_ascii_case(k),
+                })
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            if wanted.iter().any(|p| {
+                p.sub.is_none() && p.urn.as_deref().is_none_or(|u| !u.eq_ignore_ascii_case(k))
+            }) {
+                out.insert(k.clone(), v.clone());
+            } else if let Value::Object(inner) = v {
+                let mut sub = serde_json::Map::new();
+                for p in wanted {
+                    let key = if p.urn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(k)) {
+                        Some(p.name.as_str())
+                    } else {
+                        p.sub.as_deref()
+                    };
+                    if let Some(key) = key {
+                        if let Some(val) = get_ci(inner, key) {
+                            sub.insert(key.to_owned(), val.clone());
+                        }
+                    }
+                }
+                out.insert(k.clone(), Value::Object(sub));
+            } else {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        map = out;
+    }
+    for p in excluded {
+        if p.urn.is_none()
+            && (p.name.eq_ignore_ascii_case("id") || p.name.eq_ignore_ascii_case("schemas"))
+        {
+            continue;
+        }
+        let key = map
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(&p.name))
+            .cloned();
+        if let Some(key) = key {
+            match &p.sub {
+                None => {
+                    map.remove(&key);
+                }
+                Some(sub) => {
+                    if let Some(Value::Object(inner)) = map.get_mut(&key) {
+                        if let Some(s) = inner.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned()
+                        {
+                            inner.remove(&s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Value::Object(map)
+}
+
+fn parse_attr_list(
+    value: Option<&str>,
+) -> Result<Option<Vec<crate::scim::filter::AttrPath>>, ScimError> {
+    let Some(text) = value else { return Ok(None) };
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            parse_attr_path(s).map_err(|e| {
+                ScimError::bad_request(ScimType::InvalidValue, format!("attribute {s:?}: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `GET /{endpoint}`: a ListResponse.
+pub async fn list(
+    State(gateway): State<Arc<Gateway>>,
+    Path(endpoint): Path<String>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+    params: ListParams,
+) -> Result<Response, ScimError> {
+    let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    let call = ctx
+        .resource
+        .ops
+        .list
+        .as_ref()
+        .ok_or_else(|| not_supported("listing"))?;
+    let max = ctx.gateway.config.limits.max_results;
+    let start_index = parse_index(params.start_index.as_deref(), "startIndex")?
+        .unwrap_or(1)
+        .max(1) as usize;
+    let count = parse_index(params.count.as_deref(), "count")?
+        .map_or(max, |c| c.clamp(0, max as i64) as usize);
+    let attributes = parse_attr_list(params.attributes.as_deref())?;
+    let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
+    let filter: Option<Filter> = match params.filter.as_deref() {
+        None => None,
+        Some(text) if text.trim().is_empty() => None,
+        Some(text) => Some(parse_filter(text).map_err(|e| {
+            ScimError::bad_request(ScimType::InvalidFilter, format!("invalid filter: {e}"))
+        })?),
+    };
+    let start = start_index - 1;
+    let (docs, total) = match &filter {
+        None => {
+            let (items, total) = ctx.fetch_window(call, &[], start, count).await?;
+            let docs = items
+                .iter()
+                .map(|o| ctx.to_scim(o))
+                .collect::<Result<Vec<_>, _>>()?;
+            (docs, total)
+        }
+        Some(filter) => match ctx.resource.plan_filter(filter)? {
+            FilterPlan::ById(id) => {
+                let found = if id_is_plausible(ctx.resource.id_kind, &id) {
+                    ctx.fetch(&id).await?
+                } else {
+                    None
+                };
+                let mut docs = Vec::new();
+                if let Some(obj) = found {
+                    let doc = ctx.to_scim(&obj)?;
+                    if ctx.resource.matches(&doc, filter) {
+                        docs.push(doc);
+                    }
+                }
+                let total = docs.len() as u64;
+                (docs.into_iter().skip(start).take(count).collect(), total)
+            }
+            FilterPlan::Query {
+                params,
+                scan: false,
+            } => {
+                let (items, total) = ctx.fetch_window(call, &params, start, count).await?;
+                let mut docs = Vec::with_capacity(items.len());
+                for obj in &items {
+                    let doc = ctx.to_scim(obj)?;
+                    // A mistyped parameter name is silently ignored by many APIs, which would
+                    // return everyone: never pass such an answer on.
+                    if !ctx.resource.matches(&doc, filter) {
+                        return Err(ScimError::bad_gateway(format!(
+                            "the upstream returned a {} that does not match the filter pushed down as {}; check filter.push_down in the mapping",
+                            ctx.resource.name,
+                            params.iter().map(|(k, _)| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                        )));
+                    }
+                    docs.push(doc);
+                }
+                (docs, total)
+            }
+            FilterPlan::Query { params, scan: true } => {
+                let limit = match ctx.resource.filter.unsupported {
+                    Unsupported::Scan(limit) => limit,
+                    Unsupported::Reject => 0,
+                };
+                let items = ctx.scan(call, &params, limit).await?;
+                let mut matched = Vec::new();
+                for obj in &items {
+                    let doc = ctx.to_scim(obj)?;
+                    if ctx.resource.matches(&doc, filter) {
+                        matched.push(doc);
+                    }
+                }
+                let total = matched.len() as u64;
+                (matched.into_iter().skip(start).take(count).collect(), total)
+            }
+        },
+    };
+    let resources: Vec<Value> = docs
+        .into_iter()
+        .map(|d| project(d, attributes.as_deref(), &excluded))
+        .collect();
+    Ok(scim_response(
+        StatusCode::OK,
+        &json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start_index,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    ))
+}
+
+/// `GET /{endpoint}/{id}`.
+pub async fn get_one(
+    State(gateway): State<Arc<Gateway>>,
+    Path((endpoint, id)): Path<(String, String)>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+    params: ListParams,
+) -> Result<Response, ScimError> {
+    let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    ctx.check_id(&id)?;
+    let attributes = parse_attr_list(params.attributes.as_deref())?;
+    let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
+    let doc = ctx.fetch_doc(&id).await?;
+    Ok(scim_response(
+        StatusCode::OK,
+        &project(doc, attributes.as_deref(), &excluded),
+    ))
+}
+
+/// `POST /{endpoint}`: 201 with `Location`.
+pub async fn create(
+    State(gateway): State<Arc<Gateway>>,
+    Path(endpoint): Path<String>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+    ScimJson(request): ScimJson,
+) -> Result<Response, ScimError> {
+    let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    let call = ctx
+        .resource
+        .ops
+        .create
+        .as_ref()
+        .ok_or_else(|| not_supported("creation"))?;
+    ctx.resource.validate_request(&request)?;
+    let body = ctx
+        .resource
+        .body_for(&request, WriteMode::Create)?
+        .unwrap_or_else(|| json!({}));
+    let response = ctx.send_ok(call, None, &[], Some(&body)).await?;
+    let created = ctx
+        .object(call, &response.body)
+        .ok_or_else(|| {
+            ScimError::bad_gateway(format!(
+                "the upstream answer to {} holds no {}",
+                call.route, ctx.resource.name
+            ))
+        })?
+        .clone();
+    let id = ctx
+        .resource
+        .upstream_id(&created)
+        .map_err(|e| ScimError::bad_gateway(e.to_string()))?;
+    let mut doc = ctx.to_scim(&created)?;
+    let actions = ctx.resource.actions_for(&doc, &request)?;
+    if !actions.is_empty() {
+        // The object exists now; what remains is the actions (all of them run after creation).
+        let mut landed = vec![format!("{} {} was created", ctx.resource.name, id)];
+        let last = ctx
+            .run_actions(&actions, &id, &mut landed)
+            .await
+            .map_err(|e| {
+                ScimError::bad_gateway(format!(
+                    "partly applied: {}, then a follow-up call failed ({} {})",
+                    landed.join(", "),
+                    e.status.as_u16(),
+                    e.detail
+                ))
+            })?;
+        doc = match last {
+            Some(obj) => ctx.to_scim(&obj)?,
+            None => ctx.fetch_doc(&id).await?,
+        };
+    }
+    let location = doc["meta"]["location"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut response = scim_response(StatusCode::CREATED, &doc);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// `PUT /{endpoint}/{id}`: writes every attribute present; omitted ones per the mapping.
+pub async fn replace(
+    State(gateway): State<Arc<Gateway>>,
+    Path((endpoint, id)): Path<(String, String)>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+    ScimJson(request): ScimJson,
+) -> Result<Response, ScimError> {
+    let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    ctx.check_id(&id)?;
+    ctx.resource.validate_request(&request)?;
+    let current = ctx.fetch_doc(&id).await?;
+    let actions = ctx.resource.actions_for(&current, &request)?;
+    let body = ctx.resource.body_for(&request, WriteMode::Replace)?;
+    let doc = ctx.write(&id, body, actions).await?;
+    Ok(scim_response(StatusCode::OK, &doc))
+}
+
+/// `PATCH /{endpoint}/{id}`: operations applied to the current SCIM document, then only the
+/// changed attributes written.
+pub async fn patch(
+    State(gateway): State<Arc<Gateway>>,
+    Path((endpoint, id)): Path<(String, String)>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+    ScimJson(request): ScimJson,
+) -> Result<Response, ScimError> {
+    let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    ctx.check_id(&id)?;
+    let ops = parse_patch(&request)?;
+    let current = ctx.fetch_doc(&id).await?;
+    let mut updated = current.clone();
+    apply(&mut updated, &ops, ctx.resource.as_ref())?;
+    for a in ctx.resource.attributes.iter().filter(|a| a.required) {
+        if crate::mapping::scim_doc::get(&updated, &a.scim).is_none() {
+            return Err(ScimError::bad_request(
+                ScimType::InvalidValue,
+                format!("{} is required and cannot be removed", a.key),
+            ));
+        }
+    }
+    let changed = ctx.resource.changed_attributes(&current, &updated);
+    let actions = ctx.resource.actions_for(&current, &updated)?;
+    let body = ctx
+        .resource
+        .body_for(&updated, WriteMode::Changed(&changed))?;
+    let doc = ctx.write(&id, body, actions).await?;
+    Ok(scim_response(StatusCode::OK, &doc))
+}
+
+/// `DELETE /{endpoint}/{id}`: 204.
+pub async fn delete(
+    State(gateway): State<Arc<Gateway>>,
+    Path((endpoint, id)): Path<(String, String)>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+) -> Result<Response, ScimError> {
+    let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    ctx.check_id(&id)?;
+    let call = ctx
+        .resource
+        .ops
+        .delete
+        .as_ref()
+        .ok_or_else(|| not_supported("deletion"))?;
+    ctx.send_ok_allow_empty(call, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+impl Ctx {
+    async fn send_ok_allow_empty(&self, call: &Call, id: &str) -> Result<(), ScimError> {
+        let response = self.send(call, Some(id), &[], None).await?;
+        if !response.status.is_success() {
+            return Err(self.upstream_error(&response, Some(id)));
+        }
+        Ok(())
+    }
+}
