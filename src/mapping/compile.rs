@@ -111,6 +111,7 @@ pub fn load_sources(sources: &[Source]) -> Result<Mapping, CompileErrors> {
     let mut c = Compiler {
         errors: Vec::new(),
         tenant_fields: Vec::new(),
+        prefix: Vec::new(),
     };
     let mapping = c.compile(files, sources);
     if c.errors.is_empty() {
@@ -164,7 +165,9 @@ fn find_key(haystack: &str, key: &str) -> Option<usize> {
         let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
         let before_ok = start == 0 || !word(bytes[start - 1]);
         let after_ok = end >= bytes.len() || !word(bytes[end]);
-        if before_ok && after_ok {
+        let line_start = haystack[..start].rfind('\n').map_or(0, |n| n + 1);
+        let in_comment = haystack[line_start..start].trim_start().starts_with('#');
+        if before_ok && after_ok && !in_comment {
             return Some(start);
         }
         from = end;
@@ -175,6 +178,9 @@ fn find_key(haystack: &str, key: &str) -> Option<usize> {
 struct Compiler {
     errors: Vec<CompileError>,
     tenant_fields: Vec<String>,
+    /// Keys of the section being compiled (`resources`, `User`), searched before an
+    /// error's own keys when locating its line.
+    prefix: Vec<String>,
 }
 
 /// Where in which file a value came from, for error messages.
@@ -186,9 +192,15 @@ struct At<'a> {
 
 impl Compiler {
     fn error(&mut self, at: At<'_>, reason: impl Into<String>) {
+        let keys: Vec<&str> = self
+            .prefix
+            .iter()
+            .map(String::as_str)
+            .chain(at.keys.iter().copied())
+            .collect();
         self.errors.push(CompileError {
             file: at.source.name.clone(),
-            line: locate(&at.source.text, at.keys),
+            line: locate(&at.source.text, &keys).or_else(|| locate(&at.source.text, at.keys)),
             reason: reason.into(),
         });
     }
@@ -333,18 +345,10 @@ impl Compiler {
             })
         });
 
-        let base_source = upstream.as_ref().map(|(s, _)| *s);
         let mut compiled = Vec::new();
         let mut endpoints: Vec<String> = Vec::new();
         for (source, name, raw) in &resources {
-            if let Some(r) = self.resource(
-                source,
-                name,
-                raw,
-                &base_path,
-                base_source,
-                default_item.as_ref(),
-            ) {
+            if let Some(r) = self.resource(source, name, raw, &base_path, default_item.as_ref()) {
                 if endpoints
                     .iter()
                     .any(|e| e.eq_ignore_ascii_case(&r.endpoint))
@@ -396,10 +400,13 @@ impl Compiler {
 
     fn error_rules(&mut self, source: &Source, rules: &[RawErrorRule]) -> Vec<ErrorRule> {
         let mut out = Vec::new();
-        for rule in rules {
+        for (i, rule) in rules.iter().enumerate() {
+            // The i-th rule starts at the (i+1)-th `status` after `errors`.
+            let mut keys = vec!["errors"];
+            keys.extend(std::iter::repeat_n("status", i + 1));
             let at = At {
                 source,
-                keys: &["errors", "status"],
+                keys: &keys,
             };
             let status = match &rule.status {
                 Value::Number(n) => n
@@ -446,7 +453,15 @@ impl Compiler {
                 Some(t) => match ScimType::parse(t) {
                     Some(t) => Some(t),
                     None => {
-                        self.error(at, format!("unknown scim_type {t:?}"));
+                        let mut keys = keys.clone();
+                        keys.push("scim_type");
+                        self.error(
+                            At {
+                                source,
+                                keys: &keys,
+                            },
+                            format!("unknown scim_type {t:?}"),
+                        );
                         continue;
                     }
                 },
@@ -552,12 +567,28 @@ impl Compiler {
         name: &str,
         raw: &RawResource,
         base_path: &str,
-        base_source: Option<&Source>,
+        default_item: Option<&ReadPath>,
+    ) -> Option<Resource> {
+        let errors_before = self.errors.len();
+        self.prefix = vec!["resources".to_owned(), name.to_owned()];
+        let compiled = self.resource_inner(source, name, raw, base_path, default_item);
+        self.prefix.clear();
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        compiled
+    }
+
+    fn resource_inner(
+        &mut self,
+        source: &Source,
+        name: &str,
+        raw: &RawResource,
+        base_path: &str,
         default_item: Option<&ReadPath>,
     ) -> Option<Resource> {
         let errors_before = self.errors.len();
         let at = |keys: &'static [&'static str]| At { source, keys };
-        let _ = base_source;
         let endpoint = match raw.endpoint.strip_prefix('/') {
             Some(e)
                 if !e.is_empty()
@@ -654,6 +685,14 @@ impl Compiler {
             if list.items.is_none() {
                 self.error(at(&["operations", "list"]), "a list call needs `items`");
             }
+            // SCIM requires totalResults; a paged upstream that does not give one would need
+            // a count to the end on every request.
+            if raw.pagination.style != "none" && list.total.is_none() {
+                self.error(
+                    at(&["operations", "list"]),
+                    "a paged list call needs `total` (JSONPath) or `total_header`",
+                );
+            }
         }
         if ops.get.is_none() {
             self.error(
@@ -700,10 +739,14 @@ impl Compiler {
         let filter = self.filter_policy(source, raw, &schema, &attributes, ops.list.is_some());
 
         let mut actions = Vec::new();
-        for action in &raw.actions {
+        for (i, action) in raw.actions.iter().enumerate() {
+            let mut when_keys = vec!["actions"];
+            when_keys.extend(std::iter::repeat_n("when", i + 1));
+            let mut call_keys = vec!["actions"];
+            call_keys.extend(std::iter::repeat_n("call", i + 1));
             let at = At {
                 source,
-                keys: &["actions", "when"],
+                keys: &when_keys,
             };
             let Ok(r) = parse_attr_ref(&action.when.attribute) else {
                 self.error(at, format!("invalid attribute {:?}", action.when.attribute));
@@ -734,7 +777,7 @@ impl Compiler {
             if let Some(call) = self.call(
                 At {
                     source,
-                    keys: &["actions", "call"],
+                    keys: &call_keys,
                 },
                 &action.call,
                 base_path,
@@ -794,7 +837,7 @@ impl Compiler {
         let p = &raw.pagination;
         let at = At {
             source,
-            keys: &["pagination"],
+            keys: &["pagination", "style"],
         };
         let max_size = p.max_size.unwrap_or(100).max(1);
         let size_param = || p.size_param.clone();
@@ -1090,7 +1133,10 @@ impl Compiler {
                             .any(|a| a.scim.filter.is_none() && a.scim.attr.eq_ignore_case(&p));
                     if !known {
                         self.error(
-                            at,
+                            At {
+                                source,
+                                keys: &["filter", "push_down", attr],
+                            },
                             format!("push_down names {attr:?}, which is not a mapped attribute"),
                         );
                     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -15,7 +16,7 @@ pub struct RawFile {
     pub auth: Option<RawAuth>,
     pub upstream: Option<RawUpstream>,
     #[serde(default)]
-    pub resources: BTreeMap<String, RawResource>,
+    pub resources: IndexMap<String, RawResource>,
 }
 
 /// How a SCIM bearer token is checked against the upstream.
@@ -117,7 +118,7 @@ pub struct RawResource {
     #[serde(default)]
     pub filter: RawFilterPolicy,
     #[serde(default)]
-    pub attributes: BTreeMap<String, RawAttribute>,
+    pub attributes: IndexMap<String, RawAttribute>,
     #[serde(default)]
     pub writes: RawWrites,
     #[serde(default)]

@@ -74,7 +74,7 @@ pub enum TemplateError {
     Unknown(String),
     #[error("unknown cast `:{0}` (allowed: int)")]
     BadCast(String),
-    #[error("path template {0:?} must start with `/` and stay on the upstream origin (no scheme, `//`, `?`, `#`, `\\` or `..`)")]
+    #[error("path template {0:?} must start with `/` and stay on the upstream origin (no scheme, `//`, `?`, `#`, `\\`, `.` or `..` segments)")]
     LeavesOrigin(String),
 }
 
@@ -128,7 +128,7 @@ impl Template {
     /// Parses a URL path template and checks it cannot leave the upstream origin.
     pub fn parse_path(text: &str, allowed: Allowed<'_>) -> Result<Template, TemplateError> {
         let leaves = !text.starts_with('/')
-            || text.starts_with("//")
+            || text.contains("//")
             || text.contains("://")
             || text.contains(['?', '#', '\\'])
             || text.split('/').any(|seg| seg == ".." || seg == ".");
