@@ -60,6 +60,9 @@ fn json_mapping_files_load_too() {
     assert!(ok, "{stderr}");
 }
 
+/// (file, find, replace, reason, anchor): see below.
+type Case<'a> = (&'a str, &'a str, &'a str, &'a str, Option<(&'a str, &'a str)>);
+
 /// Each case edits one file of a copy of the mapping: (file, text to find, replacement,
 /// the reason expected). The expected line is where the replacement landed, or, where the
 /// problem shows elsewhere, the line of an anchor text in another (file, text).
@@ -67,7 +70,7 @@ fn json_mapping_files_load_too() {
 fn broken_mappings_are_reported_with_file_line_and_reason() {
     const EMAILS: Option<(&str, &str)> = Some(("users.toml", "'emails[type eq"));
     const USERS_LIST: Option<(&str, &str)> = Some(("users.toml", "list   = {"));
-    let cases: &[(&str, &str, &str, &str, Option<(&str, &str)>)] = &[
+    let cases: &[Case] = &[
         ("users.toml", "title             = { upstream = \"$.title\" }", "title = { upstream = \"$.title\", colour = \"red\" }", "unknown field `colour`", None),
         ("users.toml", "title             = { upstream = \"$.title\" }", "title = { upstream = \"$.title[\" }", "invalid JSONPath", None),
         ("users.toml", "path = \"/users/{id}/deactivate\"", "path = \"/users/{uid}/deactivate\"", "unknown placeholder {uid}", None),
