@@ -9,6 +9,8 @@ use serde_json_path::JsonPath;
 pub struct ReadPath {
     text: String,
     path: JsonPath,
+    /// Names at most one node (`$.a.b`): a list read through it must find an array.
+    singular: bool,
 }
 
 impl PartialEq for ReadPath {
@@ -34,6 +36,7 @@ impl ReadPath {
         Ok(ReadPath {
             text: text.to_owned(),
             path,
+            singular: WritePath::parse(text).is_ok(),
         })
     }
 
@@ -53,12 +56,14 @@ impl ReadPath {
     }
 
     /// Every node selected, flattening a single selected array into its elements, so both
-    /// `$.data` and `$.data[*]` name a list's items.
+    /// `$.data` and `$.data[*]` name a list's items. A singular path that finds something
+    /// other than an array finds no list.
     pub fn read_many<'a>(&self, value: &'a Value) -> Option<Vec<&'a Value>> {
         let nodes = self.path.query(value).all();
         match nodes.as_slice() {
-            [] => None,
             [Value::Array(items)] => Some(items.iter().collect()),
+            _ if self.singular => None,
+            [] => Some(Vec::new()),
             _ => Some(nodes),
         }
     }
@@ -75,7 +80,7 @@ impl WritePath {
     /// Parses `$.a.b`, `$['a']["b"]` or `$` (the root).
     pub fn parse(text: &str) -> Result<WritePath, PathError> {
         let not_singular = || PathError::NotSingular(text.to_owned());
-        ReadPath::parse(text)?;
+        JsonPath::parse(text).map_err(|e| PathError::Invalid(text.to_owned(), e.to_string()))?;
         let mut rest = text.strip_prefix('$').ok_or_else(not_singular)?;
         let mut keys = Vec::new();
         while !rest.is_empty() {
@@ -184,6 +189,9 @@ mod tests {
         assert_eq!(p.read_many(&doc).unwrap().len(), 2);
         let p = ReadPath::parse("$.data[*]").unwrap();
         assert_eq!(p.read_many(&doc).unwrap().len(), 2);
+        let single = json!({"data": {"id": 1}});
+        assert_eq!(ReadPath::parse("$.data").unwrap().read_many(&single), None);
+        assert_eq!(ReadPath::parse("$.data[*]").unwrap().read_many(&single).unwrap().len(), 1);
         assert_eq!(ReadPath::parse("$.x").unwrap().read(&doc), None);
         assert!(ReadPath::parse("$.[").is_err());
     }

@@ -214,7 +214,12 @@ async fn introspect(token: &str, mapping: &Mapping, upstream: &Upstream) -> Resu
     if matches!(response.status.as_u16(), 401 | 403) {
         return Err("introspection refused the gateway's service credential".into());
     }
-    if !response.status.is_success() || response.unparsable {
+    if response.status.is_success() && response.unparsable {
+        // A 2xx that is not JSON (a proxy's maintenance page, say) is no verdict on the
+        // token: treat it as unavailable (503, not cached) rather than rejecting the key.
+        return Err("introspection answered with a body that is not JSON".into());
+    }
+    if !response.status.is_success() {
         return Ok(Cached::Invalid);
     }
     let body = &response.body;

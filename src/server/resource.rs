@@ -189,10 +189,11 @@ impl Ctx {
             };
             let mut err = ScimError::new(rule.scim_status, detail);
             err.scim_type = rule.scim_type;
-            if rule.scim_status == StatusCode::TOO_MANY_REQUESTS
-                || rule.scim_status == StatusCode::SERVICE_UNAVAILABLE
-            {
-                err.retry_after = retry_after(&response.headers);
+            // A 429 or 503 always tells the client when to come back.
+            if rule.scim_status == StatusCode::TOO_MANY_REQUESTS {
+                err.retry_after = retry_after(&response.headers).or(Some(1));
+            } else if rule.scim_status == StatusCode::SERVICE_UNAVAILABLE {
+                err.retry_after = retry_after(&response.headers).or(Some(5));
             }
             return err;
         }
@@ -779,6 +780,10 @@ pub async fn create(
         .as_ref()
         .ok_or_else(|| not_supported("creation"))?;
     ctx.resource.validate_request(&request)?;
+    // A value no action can produce (`"active": "perhaps"`) must be refused before the
+    // object is created, not after: a 400 that left a user behind would make the client's
+    // retry a 409. The real actions are chosen once the created object is known.
+    ctx.resource.actions_for(&Value::Null, &request)?;
     let body = ctx
         .resource
         .body_for(&request, WriteMode::Create)?
