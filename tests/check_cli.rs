@@ -61,7 +61,13 @@ fn json_mapping_files_load_too() {
 }
 
 /// (file, find, replace, reason, anchor): see below.
-type Case<'a> = (&'a str, &'a str, &'a str, &'a str, Option<(&'a str, &'a str)>);
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+);
 
 /// Each case edits one file of a copy of the mapping: (file, text to find, replacement,
 /// the reason expected). The expected line is where the replacement landed, or, where the

@@ -362,9 +362,42 @@ impl Compiler {
                     );
                 }
                 endpoints.push(r.endpoint.clone());
-                compiled.push(Arc::new(r));
+                compiled.push(r);
             }
         }
+        // Members name another resource type: resolve it now that all are compiled.
+        let shapes: Vec<(String, String, IdKind)> = compiled
+            .iter()
+            .map(|r| (r.name.clone(), r.endpoint.clone(), r.id_kind))
+            .collect();
+        for r in compiled.iter_mut() {
+            let Some(members) = &mut r.members else {
+                continue;
+            };
+            let Some((source, _, raw)) = resources.iter().find(|(_, n, _)| *n == r.name) else {
+                continue;
+            };
+            let wanted = raw
+                .members
+                .as_ref()
+                .and_then(|m| m.resource.clone())
+                .unwrap_or_else(|| "User".to_owned());
+            match shapes.iter().find(|(name, _, _)| *name == wanted) {
+                Some((name, endpoint, kind)) => {
+                    members.member_type = name.clone();
+                    members.member_endpoint = endpoint.clone();
+                    members.member_id = *kind;
+                }
+                None => self.error(
+                    At {
+                        source,
+                        keys: &["resources", &r.name, "members"],
+                    },
+                    format!("members refer to resource type {wanted:?}, which is not defined"),
+                ),
+            }
+        }
+        let compiled = compiled.into_iter().map(Arc::new).collect();
         if resources.is_empty() {
             if let Some(s) = sources.first() {
                 self.error(
@@ -807,6 +840,21 @@ impl Compiler {
             }
         }
         let errors = self.error_rules(source, &raw.errors);
+        let members = match &raw.members {
+            Some(m) => self.members(source, m, base_path, default_item),
+            None => None,
+        };
+        let patch_response = match raw.patch_response.as_deref() {
+            None | Some("no_content") => PatchResponse::NoContent,
+            Some("resource") => PatchResponse::Resource,
+            Some(other) => {
+                self.error(
+                    at(&["patch_response"]),
+                    format!("patch_response {other:?} must be no_content or resource"),
+                );
+                PatchResponse::NoContent
+            }
+        };
         if self.errors.len() > errors_before {
             return None;
         }
@@ -830,6 +878,175 @@ impl Compiler {
             put_omitted,
             actions,
             errors,
+            members,
+            patch_response,
+        })
+    }
+
+    fn members(
+        &mut self,
+        source: &Source,
+        raw: &super::raw::RawMembers,
+        base_path: &str,
+        default_item: Option<&ReadPath>,
+    ) -> Option<Members> {
+        let tenant_fields = self.tenant_fields.clone();
+        let allowed = Allowed {
+            id: true,
+            token: false,
+            member: true,
+            scim: false,
+            tenant_fields: &tenant_fields,
+        };
+        let at = |keys: &'static [&'static str]| At { source, keys };
+        let list = self.call(
+            at(&["members", "list"]),
+            &raw.list,
+            base_path,
+            allowed,
+            default_item,
+        )?;
+        if list.items.is_none() {
+            self.error(
+                at(&["members", "list"]),
+                "the member list call needs `items`",
+            );
+        }
+        let value = self.read_path(at(&["members", "value"]), &raw.value)?;
+        let display = raw
+            .display
+            .as_deref()
+            .and_then(|p| self.read_path(at(&["members", "display"]), p));
+        let member_call =
+            |c: &mut Self, keys: &'static [&'static str], m: &Option<super::raw::RawMemberCall>| {
+                let m = m.as_ref()?;
+                let raw_call = RawCall {
+                    method: m.method.clone(),
+                    path: m.path.clone(),
+                    body: m.body.clone(),
+                    query: Default::default(),
+                    items: None,
+                    total: None,
+                    total_header: None,
+                    item: None,
+                };
+                let call = c.call(
+                    At { source, keys },
+                    &raw_call,
+                    base_path,
+                    allowed,
+                    default_item,
+                )?;
+                if !call
+                    .path
+                    .vars()
+                    .chain(call.body.iter().flat_map(|b| b.vars()))
+                    .any(|v| matches!(v, Var::MemberValue))
+                {
+                    c.error(At { source, keys }, "a member call must use {member.value}");
+                }
+                let mut already_done = Vec::new();
+                for s in &m.already_done {
+                    match StatusCode::from_u16(*s) {
+                        Ok(s) => already_done.push(s),
+                        Err(_) => c.error(
+                            At { source, keys },
+                            format!("already_done status {s} is not a status code"),
+                        ),
+                    }
+                }
+                Some(MemberCall { call, already_done })
+            };
+        let add = member_call(self, &["members", "add"], &raw.add);
+        let remove = member_call(self, &["members", "remove"], &raw.remove);
+        let replace = match &raw.replace {
+            Some(r) => {
+                let call = self.call(
+                    at(&["members", "replace"]),
+                    r,
+                    base_path,
+                    allowed,
+                    default_item,
+                )?;
+                let uses_all = call
+                    .body
+                    .iter()
+                    .flat_map(|b| b.vars())
+                    .any(|v| matches!(v, Var::MemberValues));
+                if !uses_all {
+                    self.error(
+                        at(&["members", "replace"]),
+                        "the replace call's body must use {members.value}",
+                    );
+                }
+                Some(call)
+            }
+            None => None,
+        };
+        let unknown_member = raw.unknown_member.as_ref().and_then(|u| {
+            let status = StatusCode::from_u16(u.status).ok();
+            let when = u
+                .when
+                .as_deref()
+                .and_then(|p| self.read_path(at(&["members", "unknown_member"]), p));
+            status.map(|status| UnknownMemberRule {
+                status,
+                when,
+                equals: u.equals.clone(),
+            })
+        });
+        let unknown_members = match raw.unknown_members.as_deref() {
+            None | Some("skip") => UnknownMembers::Skip,
+            Some("reject_batch") => UnknownMembers::RejectBatch,
+            Some(other) => {
+                self.error(
+                    at(&["members", "unknown_members"]),
+                    format!("unknown_members {other:?} must be skip or reject_batch"),
+                );
+                UnknownMembers::Skip
+            }
+        };
+        let on_partial_failure = match raw.on_partial_failure.as_deref() {
+            None | Some("report") => PartialFailure::Report,
+            Some("compensate") => {
+                if add.is_none() || remove.is_none() {
+                    self.error(
+                        at(&["members", "on_partial_failure"]),
+                        "compensate needs both add and remove calls to undo with",
+                    );
+                }
+                PartialFailure::Compensate
+            }
+            Some(other) => {
+                self.error(
+                    at(&["members", "on_partial_failure"]),
+                    format!("on_partial_failure {other:?} must be report or compensate"),
+                );
+                PartialFailure::Report
+            }
+        };
+        let concurrency = raw.concurrency.unwrap_or(8);
+        if concurrency == 0 || concurrency > 256 {
+            self.error(
+                at(&["members", "concurrency"]),
+                "concurrency must be between 1 and 256",
+            );
+        }
+        Some(Members {
+            list,
+            value,
+            display,
+            add,
+            remove,
+            replace,
+            member_endpoint: String::new(),
+            member_type: String::new(),
+            member_id: IdKind::String,
+            unknown_member,
+            unknown_members,
+            concurrency: concurrency.clamp(1, 256),
+            deadline: std::time::Duration::from_millis(raw.deadline_ms.unwrap_or(50_000)),
+            on_partial_failure,
         })
     }
 

@@ -191,7 +191,14 @@ mod tests {
         assert_eq!(p.read_many(&doc).unwrap().len(), 2);
         let single = json!({"data": {"id": 1}});
         assert_eq!(ReadPath::parse("$.data").unwrap().read_many(&single), None);
-        assert_eq!(ReadPath::parse("$.data[*]").unwrap().read_many(&single).unwrap().len(), 1);
+        assert_eq!(
+            ReadPath::parse("$.data[*]")
+                .unwrap()
+                .read_many(&single)
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(ReadPath::parse("$.x").unwrap().read(&doc), None);
         assert!(ReadPath::parse("$.[").is_err());
     }

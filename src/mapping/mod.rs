@@ -274,4 +274,88 @@ pub struct Resource {
     pub put_omitted: PutOmitted,
     pub actions: Vec<Action>,
     pub errors: Vec<ErrorRule>,
+    /// Membership behind its own upstream calls, when the resource has members.
+    pub members: Option<Members>,
+    /// Whether a successful PATCH answers with the resource (200) or without (204).
+    pub patch_response: PatchResponse,
+}
+
+/// What a successful PATCH answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchResponse {
+    /// 204, unless the request asks for attributes.
+    NoContent,
+    /// 200 with the resource as re-read after the writes.
+    Resource,
+}
+
+/// What to do when some member calls fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartialFailure {
+    /// Keep what succeeded and report every member's state (retries are safe: member calls
+    /// are idempotent).
+    Report,
+    /// Undo the calls that changed state, then fail.
+    Compensate,
+}
+
+/// What to do with member values the upstream does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownMembers {
+    /// Apply the others, then answer 400 naming the unknown ones.
+    Skip,
+    /// Look up every new member first; any unknown → 400, no member call made.
+    RejectBatch,
+}
+
+/// A member add or remove call.
+#[derive(Debug, Clone)]
+pub struct MemberCall {
+    pub call: Call,
+    /// Statuses that mean "already so": success, nothing changed.
+    pub already_done: Vec<StatusCode>,
+}
+
+/// The upstream's way of saying a member value names nobody.
+#[derive(Debug, Clone)]
+pub struct UnknownMemberRule {
+    pub status: StatusCode,
+    pub when: Option<ReadPath>,
+    pub equals: Option<Value>,
+}
+
+impl UnknownMemberRule {
+    /// Does this answer mean the member is unknown?
+    pub fn matches(&self, status: StatusCode, body: &Value) -> bool {
+        if status != self.status {
+            return false;
+        }
+        match (&self.when, &self.equals) {
+            (None, _) => true,
+            (Some(p), None) => p.read(body).is_some(),
+            (Some(p), Some(want)) => p.read(body) == Some(want),
+        }
+    }
+}
+
+/// Membership behind a member sub-collection.
+#[derive(Debug, Clone)]
+pub struct Members {
+    pub list: Call,
+    pub value: ReadPath,
+    pub display: Option<ReadPath>,
+    pub add: Option<MemberCall>,
+    pub remove: Option<MemberCall>,
+    pub replace: Option<Call>,
+    /// Endpoint of the member resource type (`Users`), for `$ref`.
+    pub member_endpoint: String,
+    /// SCIM name of the member resource type (`User`), for `type`.
+    pub member_type: String,
+    /// Shape of member values, checked before any call.
+    pub member_id: IdKind,
+    pub unknown_member: Option<UnknownMemberRule>,
+    pub unknown_members: UnknownMembers,
+    pub concurrency: usize,
+    pub deadline: std::time::Duration,
+    pub on_partial_failure: PartialFailure,
 }

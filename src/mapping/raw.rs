@@ -125,6 +125,64 @@ pub struct RawResource {
     pub actions: Vec<RawAction>,
     #[serde(default)]
     pub errors: Vec<RawErrorRule>,
+    /// A multi-valued `members` attribute backed by its own upstream calls.
+    pub members: Option<RawMembers>,
+    /// PATCH answers `204` (`no_content`, default) or `200` with the resource (`resource`).
+    pub patch_response: Option<String>,
+}
+
+/// Group membership behind a member sub-collection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMembers {
+    /// Lists the members of `{id}` (paged like the resource).
+    pub list: RawCall,
+    /// JSONPath in each listed item to the member's id (the member resource's SCIM id).
+    pub value: String,
+    /// JSONPath in each listed item to a display name.
+    pub display: Option<String>,
+    /// Adds `{member.value}` to `{id}`.
+    pub add: Option<RawMemberCall>,
+    /// Removes `{member.value}` from `{id}`.
+    pub remove: Option<RawMemberCall>,
+    /// Replaces the whole set with `{members.value}` in one call.
+    pub replace: Option<RawCall>,
+    /// The resource type members are (`User`): its endpoint gives `$ref`, its id type the
+    /// accepted shape of member values.
+    pub resource: Option<String>,
+    /// How the upstream says a member value names nobody.
+    pub unknown_member: Option<RawUnknownMember>,
+    /// `skip` (apply the rest, then answer 400 naming the unknown ones) or `reject_batch`
+    /// (look every new member up first; any unknown → 400 and no member call at all).
+    pub unknown_members: Option<String>,
+    /// Member calls in flight at once for one SCIM request (default 8).
+    pub concurrency: Option<usize>,
+    /// Total time for a request's member calls (default 50 000 ms, below Okta's 60 s).
+    pub deadline_ms: Option<u64>,
+    /// `report` (keep what succeeded) or `compensate` (undo it, then fail).
+    pub on_partial_failure: Option<String>,
+}
+
+/// A member add/remove call and the statuses that mean "already so".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMemberCall {
+    pub method: String,
+    pub path: String,
+    pub body: Option<Value>,
+    /// Statuses meaning the change was already in effect (success, nothing changed).
+    #[serde(default)]
+    pub already_done: Vec<u16>,
+}
+
+/// An upstream answer that means "no such member".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnknownMember {
+    pub status: u16,
+    /// JSONPath into the body that must equal `equals` (when given).
+    pub when: Option<String>,
+    pub equals: Option<Value>,
 }
 
 /// Where the SCIM `id` comes from and what shape it has.

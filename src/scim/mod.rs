@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod filter;
+pub mod membership;
 pub mod patch;
 pub mod schema;
 
