@@ -845,8 +845,8 @@ impl Compiler {
             None => None,
         };
         let patch_response = match raw.patch_response.as_deref() {
-            None | Some("no_content") => PatchResponse::NoContent,
-            Some("resource") => PatchResponse::Resource,
+            Some("no_content") => PatchResponse::NoContent,
+            None | Some("resource") => PatchResponse::Resource,
             Some(other) => {
                 self.error(
                     at(&["patch_response"]),

@@ -179,6 +179,10 @@ impl Resource {
             {
                 continue;
             }
+            // Membership is written through its own calls, not the body.
+            if self.members.is_some() && key.eq_ignore_ascii_case("members") {
+                continue;
+            }
             if let Some(ext) = self.extensions.iter().find(|x| x.eq_ignore_ascii_case(key)) {
                 let Some(inner) = value.as_object() else {
                     return Err(ScimError::bad_request(

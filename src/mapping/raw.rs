@@ -127,7 +127,7 @@ pub struct RawResource {
     pub errors: Vec<RawErrorRule>,
     /// A multi-valued `members` attribute backed by its own upstream calls.
     pub members: Option<RawMembers>,
-    /// PATCH answers `204` (`no_content`, default) or `200` with the resource (`resource`).
+    /// PATCH answers `200` with the resource (`resource`, default) or `204` (`no_content`).
     pub patch_response: Option<String>,
 }
 

@@ -2,6 +2,7 @@
 //! SCIM Error answer in one place.
 
 pub mod auth;
+mod members;
 pub mod request;
 pub mod resource;
 

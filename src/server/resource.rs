@@ -16,20 +16,22 @@ use super::Gateway;
 use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
 use crate::mapping::template::Vars;
 use crate::mapping::{
-    Action, ActionOrder, Call, Detail, Mapping, Pagination, Resource, Total, Unsupported,
+    Action, ActionOrder, Call, Detail, Mapping, Pagination, PatchResponse, Resource, Total,
+    Unsupported,
 };
-use crate::scim::filter::{parse_attr_path, parse_filter, Filter};
+use crate::scim::filter::{parse_attr_path, parse_filter, AttrPath, Filter};
+use crate::scim::membership::{member_values, split_member_ops, MemberEdit};
 use crate::scim::patch::{apply, parse_patch};
 use crate::scim::{ScimError, ScimType, LIST_SCHEMA};
 use crate::upstream::{self, UpstreamError};
 
 /// One request's view of the gateway.
-struct Ctx {
-    gateway: Arc<Gateway>,
-    mapping: Arc<Mapping>,
-    resource: Arc<Resource>,
-    tenant: Arc<Tenant>,
-    base_url: String,
+pub(super) struct Ctx {
+    pub(super) gateway: Arc<Gateway>,
+    pub(super) mapping: Arc<Mapping>,
+    pub(super) resource: Arc<Resource>,
+    pub(super) tenant: Arc<Tenant>,
+    pub(super) base_url: String,
 }
 
 fn ctx(
@@ -88,7 +90,7 @@ impl Ctx {
     }
 
     /// Sends a call; transport failures become 502/503/504.
-    async fn send(
+    pub(super) async fn send(
         &self,
         call: &Call,
         id: Option<&str>,
@@ -153,7 +155,11 @@ impl Ctx {
     }
 
     /// An upstream error status as the SCIM answer the mapping's rules choose.
-    fn upstream_error(&self, response: &upstream::Response, id: Option<&str>) -> ScimError {
+    pub(super) fn upstream_error(
+        &self,
+        response: &upstream::Response,
+        id: Option<&str>,
+    ) -> ScimError {
         let rules = self
             .resource
             .errors
@@ -287,9 +293,10 @@ impl Ctx {
     async fn list_page(
         &self,
         call: &Call,
+        id: Option<&str>,
         query: &[(String, String)],
     ) -> Result<(Vec<Value>, Option<u64>), ScimError> {
-        let response = self.send_ok(call, None, query, None).await?;
+        let response = self.send_ok(call, id, query, None).await?;
         let items = call
             .items
             .as_ref()
@@ -313,9 +320,10 @@ impl Ctx {
     }
 
     /// Items `start..start+count` (0-based) of an upstream list, and the total.
-    async fn fetch_window(
+    pub(super) async fn fetch_window(
         &self,
         call: &Call,
+        id: Option<&str>,
         filter_params: &[(String, String)],
         start: usize,
         count: usize,
@@ -323,7 +331,7 @@ impl Ctx {
         let mut out = Vec::new();
         match &self.resource.pagination {
             Pagination::None => {
-                let (items, total) = self.list_page(call, filter_params).await?;
+                let (items, total) = self.list_page(call, id, filter_params).await?;
                 let total = total.unwrap_or(items.len() as u64);
                 out.extend(items.into_iter().skip(start).take(count));
                 Ok((out, total))
@@ -349,7 +357,7 @@ impl Ctx {
                     let mut query = filter_params.to_vec();
                     query.push((page_param.clone(), (*first_page + page as u64).to_string()));
                     query.push((size_param.clone(), size.to_string()));
-                    let (items, total) = self.list_page(call, &query).await?;
+                    let (items, total) = self.list_page(call, id, &query).await?;
                     let total = total.ok_or_else(|| {
                         ScimError::bad_gateway(format!(
                             "the upstream answer to {} has no total",
@@ -381,7 +389,7 @@ impl Ctx {
                     let mut query = filter_params.to_vec();
                     query.push((offset_param.clone(), (start + out.len()).to_string()));
                     query.push((size_param.clone(), want.to_string()));
-                    let (items, total) = self.list_page(call, &query).await?;
+                    let (items, total) = self.list_page(call, id, &query).await?;
                     let total = total.ok_or_else(|| {
                         ScimError::bad_gateway(format!(
                             "the upstream answer to {} has no total",
@@ -420,7 +428,7 @@ impl Ctx {
         let mut all = Vec::new();
         loop {
             let (items, total) = self
-                .fetch_window(call, filter_params, all.len(), batch)
+                .fetch_window(call, None, filter_params, all.len(), batch)
                 .await?;
             if total > limit {
                 return Err(too_many());
@@ -666,7 +674,7 @@ pub async fn list(
     let start = start_index - 1;
     let (docs, total) = match &filter {
         None => {
-            let (items, total) = ctx.fetch_window(call, &[], start, count).await?;
+            let (items, total) = ctx.fetch_window(call, None, &[], start, count).await?;
             let docs = items
                 .iter()
                 .map(|o| ctx.to_scim(o))
@@ -694,7 +702,7 @@ pub async fn list(
                 params,
                 scan: false,
             } => {
-                let (items, total) = ctx.fetch_window(call, &params, start, count).await?;
+                let (items, total) = ctx.fetch_window(call, None, &params, start, count).await?;
                 let mut docs = Vec::with_capacity(items.len());
                 for obj in &items {
                     let doc = ctx.to_scim(obj)?;
@@ -729,6 +737,9 @@ pub async fn list(
             }
         },
     };
+    let docs = ctx
+        .with_members_all(docs, attributes.as_deref(), &excluded)
+        .await?;
     let resources: Vec<Value> = docs
         .into_iter()
         .map(|d| project(d, attributes.as_deref(), &excluded))
@@ -758,6 +769,9 @@ pub async fn get_one(
     let attributes = parse_attr_list(params.attributes.as_deref())?;
     let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let doc = ctx.fetch_doc(&id).await?;
+    let doc = ctx
+        .with_members(doc, &id, attributes.as_deref(), &excluded)
+        .await?;
     Ok(scim_response(
         StatusCode::OK,
         &project(doc, attributes.as_deref(), &excluded),
@@ -780,6 +794,7 @@ pub async fn create(
         .as_ref()
         .ok_or_else(|| not_supported("creation"))?;
     ctx.resource.validate_request(&request)?;
+    let member_edit = ctx.requested_members(&request)?;
     // A value no action can produce (`"active": "perhaps"`) must be refused before the
     // object is created, not after: a 400 that left a user behind would make the client's
     // retry a 409. The real actions are chosen once the created object is known.
@@ -823,6 +838,17 @@ pub async fn create(
             None => ctx.fetch_doc(&id).await?,
         };
     }
+    if let Some(edit) = member_edit {
+        ctx.apply_member_edit(&id, edit).await.map_err(|e| {
+            let mut e = e;
+            e.detail = format!(
+                "{} {id} was created, but its members were not all set: {}",
+                ctx.resource.name, e.detail
+            );
+            e
+        })?;
+        doc = ctx.with_members(doc, &id, None, &[]).await?;
+    }
     let location = doc["meta"]["location"]
         .as_str()
         .unwrap_or_default()
@@ -845,10 +871,21 @@ pub async fn replace(
     let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
     ctx.check_id(&id)?;
     ctx.resource.validate_request(&request)?;
+    let member_edit = ctx.requested_members(&request)?;
     let current = ctx.fetch_doc(&id).await?;
     let actions = ctx.resource.actions_for(&current, &request)?;
     let body = ctx.resource.body_for(&request, WriteMode::Replace)?;
-    let doc = ctx.write(&id, body, actions).await?;
+    let mut doc = if body.is_some() || !actions.is_empty() {
+        ctx.write(&id, body, actions).await?
+    } else {
+        current
+    };
+    if let Some(edit) = member_edit {
+        ctx.apply_member_edit(&id, edit).await?;
+    }
+    if ctx.resource.members.is_some() {
+        doc = ctx.with_members(doc, &id, None, &[]).await?;
+    }
     Ok(scim_response(StatusCode::OK, &doc))
 }
 
@@ -859,11 +896,22 @@ pub async fn patch(
     Path((endpoint, id)): Path<(String, String)>,
     Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
+    params: ListParams,
     ScimJson(request): ScimJson,
 ) -> Result<Response, ScimError> {
     let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
     ctx.check_id(&id)?;
+    let attributes = parse_attr_list(params.attributes.as_deref())?;
+    let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let ops = parse_patch(&request)?;
+    let (ops, member_edit) = if ctx.resource.members.is_some() {
+        split_member_ops(ops)?
+    } else {
+        (ops, MemberEdit::default())
+    };
+    if member_edit.touched {
+        ctx.check_member_values(&member_edit)?;
+    }
     let current = ctx.fetch_doc(&id).await?;
     let mut updated = current.clone();
     apply(&mut updated, &ops, ctx.resource.as_ref())?;
@@ -880,8 +928,37 @@ pub async fn patch(
     let body = ctx
         .resource
         .body_for(&updated, WriteMode::Changed(&changed))?;
-    let doc = ctx.write(&id, body, actions).await?;
-    Ok(scim_response(StatusCode::OK, &doc))
+    let wrote = body.is_some() || !actions.is_empty();
+    let mut doc = if wrote {
+        ctx.write(&id, body, actions).await?
+    } else {
+        current
+    };
+    if member_edit.touched {
+        ctx.apply_member_edit(&id, member_edit)
+            .await
+            .map_err(|mut e| {
+                if wrote {
+                    e.detail = format!("the other attributes were written; {}", e.detail);
+                }
+                e
+            })?;
+    }
+    // RFC 7644 §3.5.2: 204 without a body, or 200 carrying the resource.
+    let asked = attributes.is_some() || !excluded.is_empty();
+    if ctx.resource.patch_response == PatchResponse::NoContent && !asked {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if ctx.resource.members.is_some() {
+        doc = ctx.fetch_doc(&id).await?;
+        doc = ctx
+            .with_members(doc, &id, attributes.as_deref(), &excluded)
+            .await?;
+    }
+    Ok(scim_response(
+        StatusCode::OK,
+        &project(doc, attributes.as_deref(), &excluded),
+    ))
 }
 
 /// `DELETE /{endpoint}/{id}`: 204.
@@ -910,5 +987,75 @@ impl Ctx {
             return Err(self.upstream_error(&response, Some(id)));
         }
         Ok(())
+    }
+}
+
+/// Does a read want `members` (skipping their calls when it does not)?
+fn wants_members(attributes: Option<&[AttrPath]>, excluded: &[AttrPath]) -> bool {
+    let is_members = |p: &AttrPath| p.urn.is_none() && p.name.eq_ignore_ascii_case("members");
+    if excluded.iter().any(|p| is_members(p) && p.sub.is_none()) {
+        return false;
+    }
+    attributes.is_none_or(|list| list.iter().any(is_members))
+}
+
+impl Ctx {
+    /// Adds `members` to a resource document when the resource has them and they are wanted.
+    async fn with_members(
+        &self,
+        mut doc: Value,
+        id: &str,
+        attributes: Option<&[AttrPath]>,
+        excluded: &[AttrPath],
+    ) -> Result<Value, ScimError> {
+        if self.resource.members.is_none() || !wants_members(attributes, excluded) {
+            return Ok(doc);
+        }
+        let members = self.read_members(id).await?;
+        if let Value::Object(map) = &mut doc {
+            map.insert("members".into(), self.members_json(&members));
+        }
+        Ok(doc)
+    }
+
+    /// [`Ctx::with_members`] for a page of resources, a few groups at a time.
+    async fn with_members_all(
+        &self,
+        docs: Vec<Value>,
+        attributes: Option<&[AttrPath]>,
+        excluded: &[AttrPath],
+    ) -> Result<Vec<Value>, ScimError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        if self.resource.members.is_none() || !wants_members(attributes, excluded) {
+            return Ok(docs);
+        }
+        stream::iter(docs)
+            .map(|doc| async move {
+                let id = doc["id"].as_str().unwrap_or_default().to_owned();
+                self.with_members(doc, &id, attributes, excluded).await
+            })
+            .buffered(4)
+            .try_collect()
+            .await
+    }
+
+    /// The `members` of a POST/PUT body as a whole-set edit (`None` when absent).
+    fn requested_members(&self, request: &Value) -> Result<Option<MemberEdit>, ScimError> {
+        if self.resource.members.is_none() {
+            return Ok(None);
+        }
+        let Some(value) = request
+            .as_object()
+            .and_then(|o| crate::mapping::scim_doc::get_ci(o, "members"))
+        else {
+            return Ok(None);
+        };
+        let edit = MemberEdit {
+            target: Some(member_values(value)?.into_iter().collect()),
+            changes: Default::default(),
+            touched: true,
+        };
+        self.check_member_values(&edit)?;
+        Ok(Some(edit))
     }
 }
