@@ -1156,10 +1156,22 @@ impl Compiler {
             if let Some(ce) = a.case_exact {
                 def.case_exact = ce;
             }
-            let Some(read) = self.read_path(at, &a.upstream) else {
-                continue;
+            let (read, upstream) = match (&a.upstream, &a.constant) {
+                (Some(p), None) => match self.read_path(at, p) {
+                    Some(r) => (Some(r), p.as_str()),
+                    None => continue,
+                },
+                (None, Some(_)) => (None, ""),
+                _ => {
+                    self.error(
+                        at,
+                        format!("{key} needs exactly one of `upstream` or `constant`"),
+                    );
+                    continue;
+                }
             };
             let mutability = match a.mutability.as_deref() {
+                _ if a.constant.is_some() => Mutability::ReadOnly,
                 None | Some("readWrite") => Mutability::ReadWrite,
                 Some("readOnly") => Mutability::ReadOnly,
                 Some("immutable") => Mutability::Immutable,
@@ -1180,7 +1192,7 @@ impl Compiler {
             let write = if mutability == Mutability::ReadOnly || via == WriteVia::Actions {
                 None
             } else {
-                match self.write_path(at, &a.upstream) {
+                match self.write_path(at, upstream) {
                     Some(w) => Some(w),
                     None => continue,
                 }
@@ -1244,6 +1256,7 @@ impl Compiler {
                 scim,
                 def,
                 read,
+                constant: a.constant.clone(),
                 write,
                 via,
                 mutability,

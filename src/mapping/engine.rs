@@ -96,7 +96,11 @@ impl Resource {
             if a.mutability == Mutability::WriteOnly {
                 continue;
             }
-            let Some(raw) = a.read.read(obj) else {
+            if let Some(c) = &a.constant {
+                scim_doc::set(&mut doc, &a.scim, c.clone(), &a.extra);
+                continue;
+            }
+            let Some(raw) = a.read.as_ref().and_then(|p| p.read(obj)) else {
                 continue;
             };
             let value = match &a.enum_map {
@@ -674,5 +678,150 @@ impl crate::scim::patch::PatchTarget for Resource {
             return PathClass::ReadOnly;
         }
         PathClass::Writable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{load_sources, Source};
+    use serde_json::json;
+
+    /// A small bare-JSON API: no envelope, string ids, a status enum, a constant.
+    const MAPPING: &str = r#"
+version = 1
+[resources.User]
+endpoint = "/Users"
+schema = "urn:ietf:params:scim:schemas:core:2.0:User"
+id = { upstream = "$.uid" }
+[resources.User.operations]
+get = { method = "GET", path = "/people/{id}" }
+update = { method = "PUT", path = "/people/{id}" }
+[resources.User.attributes]
+userName = { upstream = "$.login", required = true }
+'emails[type eq "work"].value' = { upstream = "$.login" }
+"name.givenName" = { upstream = "$.first" }
+active = { upstream = "$.state", enum = [[true, "on"], [false, "off"]] }
+userType = { constant = "Employee" }
+nickName = { upstream = "$.nick", mutability = "immutable" }
+[resources.User.writes]
+writer = { "$.login" = "userName" }
+"#;
+
+    fn users() -> Arc<Resource> {
+        let mapping = load_sources(&[Source {
+            name: "m.toml".into(),
+            text: MAPPING.into(),
+        }])
+        .expect("compiles");
+        mapping.resource("Users").expect("Users").clone()
+    }
+
+    #[test]
+    fn upstream_object_to_scim() {
+        let doc = users()
+            .to_scim(&json!({"uid": "u1", "login": "ada@x", "first": "Ada", "state": "off", "nick": null}), "http://gw/scim/v2")
+            .expect("readable");
+        assert_eq!(doc["id"], "u1");
+        assert_eq!(doc["userName"], "ada@x");
+        assert_eq!(doc["emails"], json!([{"type": "work", "value": "ada@x"}]));
+        assert_eq!(doc["name"], json!({"givenName": "Ada"}));
+        assert_eq!(doc["active"], false);
+        assert_eq!(doc["userType"], "Employee");
+        assert!(
+            doc.get("nickName").is_none(),
+            "null upstream values are omitted"
+        );
+        assert_eq!(doc["meta"]["location"], "http://gw/scim/v2/Users/u1");
+        let err = users()
+            .to_scim(&json!({"uid": "u1", "state": "paused"}), "x")
+            .unwrap_err();
+        assert!(matches!(err, ReadError::NotInEnum { .. }));
+        assert!(matches!(
+            users().to_scim(&json!({"login": "a"}), "x"),
+            Err(ReadError::NoId(_))
+        ));
+    }
+
+    #[test]
+    fn write_bodies_by_mode() {
+        let r = users();
+        let request = json!({"schemas": [r.schema], "userName": "ada@x", "emails": [{"type": "work", "value": "other@x"}],
+            "name": {"givenName": "Ada"}, "active": "False", "nickName": "ada"});
+        // The declared writer wins; the Entra "False" string is a boolean; constants and
+        // create-only fields behave per mode.
+        let cases = [
+            (
+                WriteMode::Create,
+                json!({"login": "ada@x", "first": "Ada", "state": "off", "nick": "ada"}),
+            ),
+            (
+                WriteMode::Replace,
+                json!({"login": "ada@x", "first": "Ada", "state": "off"}),
+            ),
+        ];
+        for (mode, want) in cases {
+            assert_eq!(
+                r.body_for(&request, mode).expect("body"),
+                Some(want),
+                "{mode:?}"
+            );
+        }
+        // Only the email changed: the yielding attribute writes the shared field.
+        let before = json!({"userName": "ada@x", "emails": [{"type": "work", "value": "ada@x"}]});
+        let after = json!({"userName": "ada@x", "emails": [{"type": "work", "value": "new@x"}]});
+        let changed = r.changed_attributes(&before, &after);
+        assert_eq!(
+            r.body_for(&after, WriteMode::Changed(&changed))
+                .expect("body"),
+            Some(json!({"login": "new@x"}))
+        );
+        // Nothing changed: no body at all.
+        assert_eq!(
+            r.body_for(&after, WriteMode::Changed(&[])).expect("body"),
+            None
+        );
+        // A value outside the enum is the client's error.
+        let bad = json!({"schemas": [r.schema], "userName": "a", "active": "maybe"});
+        assert_eq!(
+            r.body_for(&bad, WriteMode::Create).unwrap_err().scim_type,
+            Some(ScimType::InvalidValue)
+        );
+    }
+
+    #[test]
+    fn filter_plans() {
+        let r = users();
+        let f = |s: &str| crate::scim::filter::parse_filter(s).expect("filter");
+        assert_eq!(
+            r.plan_filter(&f("id eq \"u1\"")).expect("plan"),
+            FilterPlan::ById("u1".into())
+        );
+        // Nothing is pushed down in this mapping and unsupported defaults to reject.
+        assert_eq!(
+            r.plan_filter(&f("userName eq \"a\""))
+                .unwrap_err()
+                .scim_type,
+            Some(ScimType::InvalidFilter)
+        );
+    }
+
+    #[test]
+    fn implausible_ids() {
+        let cases = [
+            (IdKind::Integer, "1042", true),
+            (IdKind::Integer, "10a", false),
+            (IdKind::Integer, "", false),
+            (IdKind::Integer, "99999999999999999999", false),
+            (IdKind::Uuid, "123e4567-e89b-12d3-a456-426614174000", true),
+            (IdKind::Uuid, "123e4567e89b12d3a456426614174000", false),
+            (IdKind::String, "abc-1", true),
+            (IdKind::String, "..", false),
+            (IdKind::String, "a/b", false),
+            (IdKind::String, "a\nb", false),
+        ];
+        for (kind, id, ok) in cases {
+            assert_eq!(id_is_plausible(kind, id), ok, "{kind:?} {id:?}");
+        }
     }
 }

@@ -201,7 +201,10 @@ pub struct Attribute {
     pub key: String,
     pub scim: AttrRef,
     pub def: AttrDef,
-    pub read: ReadPath,
+    /// Where the value is read; `None` for a constant.
+    pub read: Option<ReadPath>,
+    /// A fixed value, for attributes with no upstream field.
+    pub constant: Option<Value>,
     /// Where writes go; `None` for read-only attributes.
     pub write: Option<WritePath>,
     pub via: WriteVia,

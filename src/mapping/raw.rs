@@ -265,7 +265,10 @@ pub struct RawFilterPolicy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAttribute {
-    pub upstream: String,
+    /// JSONPath of the upstream field (read, and written when singular).
+    pub upstream: Option<String>,
+    /// A fixed SCIM value instead of an upstream field (read-only).
+    pub constant: Option<Value>,
     #[serde(default)]
     pub required: bool,
     /// `readWrite` (default), `readOnly`, `immutable` (written on create only), `writeOnly`.
