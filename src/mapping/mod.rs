@@ -2,6 +2,7 @@
 //! that the [`engine`] runs. Everything a request needs is prepared here, once per load.
 
 pub mod compile;
+pub mod discovery;
 pub mod engine;
 pub mod jsonpath;
 pub mod raw;

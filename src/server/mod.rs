@@ -2,6 +2,7 @@
 //! SCIM Error answer in one place.
 
 pub mod auth;
+mod discovery;
 mod members;
 pub mod request;
 pub mod resource;
@@ -62,6 +63,14 @@ impl Gateway {
 /// The router: health endpoints outside authentication, the SCIM API under the base path.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let scim = Router::new()
+        .route(
+            "/ServiceProviderConfig",
+            get(discovery::service_provider_config),
+        )
+        .route("/ResourceTypes", get(discovery::resource_types))
+        .route("/ResourceTypes/{id}", get(discovery::resource_type))
+        .route("/Schemas", get(discovery::schemas))
+        .route("/Schemas/{id}", get(discovery::schema))
         .route("/{endpoint}", get(resource::list).post(resource::create))
         .route(
             "/{endpoint}/{id}",
@@ -71,6 +80,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 .delete(resource::delete),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             gateway.clone(),
             authenticate,
