@@ -162,7 +162,9 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         load_dir(&config.mappings).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
     let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, mapping = %mapping.hash, "scimgate serving");
+    let dir = config.mappings.clone();
     let gateway = Gateway::new(config, mapping)?;
+    server::reload::spawn(gateway.clone(), dir, std::time::Duration::from_millis(500));
     server::serve(gateway, listener).await?;
     Ok(())
 }
@@ -221,6 +223,9 @@ async fn demo(common: Common, listen: SocketAddr, token: Option<String>) -> anyh
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}{}", config.base_path_trimmed());
     let gateway = Gateway::new(config, mapping)?;
+    if let Some(dir) = common.mappings {
+        server::reload::spawn(gateway.clone(), dir, std::time::Duration::from_millis(500));
+    }
     println!("scimgate demo: an in-memory Blacksmith API behind the gateway");
     println!("  SCIM base URL: {base}");
     println!("  token:         {token}");

@@ -60,6 +60,11 @@ impl fmt::Display for CompileErrors {
 
 /// Loads and compiles every `*.toml` and `*.json` file in `dir` (sorted by name).
 pub fn load_dir(dir: &Path) -> Result<Mapping, CompileErrors> {
+    load_sources(&read_dir_sources(dir)?)
+}
+
+/// Reads the mapping files of `dir` (sorted by name), without compiling them.
+pub fn read_dir_sources(dir: &Path) -> Result<Vec<Source>, CompileErrors> {
     let fail = |reason: String| {
         CompileErrors(vec![CompileError {
             file: dir.display().to_string(),
@@ -92,7 +97,19 @@ pub fn load_dir(dir: &Path) -> Result<Mapping, CompileErrors> {
             text,
         });
     }
-    load_sources(&sources)
+    Ok(sources)
+}
+
+/// The hash a mapping compiled from `sources` reports (to tell an unchanged directory).
+pub fn sources_hash(sources: &[Source]) -> String {
+    let mut hasher = Sha256::new();
+    for s in sources {
+        hasher.update(s.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(s.text.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())[..16].to_owned()
 }
 
 /// Compiles mapping sources (TOML, or JSON when the name ends in `.json`).
@@ -206,14 +223,7 @@ impl Compiler {
     }
 
     fn compile(&mut self, files: Vec<(&Source, RawFile)>, sources: &[Source]) -> Mapping {
-        let mut hasher = Sha256::new();
-        for s in sources {
-            hasher.update(s.name.as_bytes());
-            hasher.update([0]);
-            hasher.update(s.text.as_bytes());
-            hasher.update([0]);
-        }
-        let hash = hex::encode(hasher.finalize())[..16].to_owned();
+        let hash = sources_hash(sources);
 
         let mut auth = None;
         let mut upstream = None;

@@ -20,7 +20,9 @@ use crate::scim::ScimType;
 use jsonpath::{ReadPath, WritePath};
 use template::{BodyTemplate, Template};
 
-pub use compile::{load_dir, load_sources, CompileError, CompileErrors, Source};
+pub use compile::{
+    load_dir, load_sources, read_dir_sources, sources_hash, CompileError, CompileErrors, Source,
+};
 
 /// A compiled, ready-to-serve mapping set.
 #[derive(Debug)]

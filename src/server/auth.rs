@@ -182,6 +182,38 @@ impl Authenticator {
         }
     }
 
+    /// Can this authenticator serve with `mapping`? (A reload must not strand static keys
+    /// without the tenant fields the new paths use.)
+    pub fn accepts(&self, mapping: &Mapping) -> anyhow::Result<()> {
+        match self.mode {
+            AuthMode::Static => {
+                for (_, tenant) in &self.static_keys {
+                    if let Some(field) = mapping
+                        .tenant_fields
+                        .iter()
+                        .find(|f| tenant.get(f).is_none())
+                    {
+                        anyhow::bail!(
+                            "a static key's tenant lacks {field:?}, which the mapping's paths use"
+                        );
+                    }
+                }
+                Ok(())
+            }
+            AuthMode::Introspect if mapping.introspect.is_none() => {
+                anyhow::bail!(
+                    "auth.mode is introspect but the mapping has no [auth.introspect] section"
+                )
+            }
+            AuthMode::Introspect => Ok(()),
+        }
+    }
+
+    /// Forgets every cached introspection answer (the rules that produced them changed).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Entries currently cached (for tests and metrics).
     pub async fn cached_entries(&self) -> u64 {
         self.cache.run_pending_tasks().await;

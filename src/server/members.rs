@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::resource::Ctx;
 use crate::mapping::engine::id_is_plausible;
 use crate::mapping::template::{scalar_text, Vars};
-use crate::mapping::{MemberCall, Members, PartialFailure, UnknownMembers};
+use crate::mapping::{IdKind, MemberCall, Members, PartialFailure, UnknownMembers};
 use crate::scim::membership::{Change, MemberEdit};
 use crate::scim::{ScimError, ScimType};
 use crate::upstream::UpstreamError;
@@ -122,9 +122,12 @@ impl Ctx {
     /// Checks the shape of every member value the edit names, before any call.
     pub(super) fn check_member_values(&self, edit: &MemberEdit) -> Result<(), ScimError> {
         let spec = self.members_spec()?;
+        // Integer ids must also fit the 64-bit integer a `{member.value:int}` body renders,
+        // or the member call itself fails and a bad value becomes a 502.
+        let fits = |v: &str| spec.member_id != IdKind::Integer || v.parse::<i64>().is_ok();
         let bad: Vec<String> = edit
             .values()
-            .filter(|v| !id_is_plausible(spec.member_id, v))
+            .filter(|v| !id_is_plausible(spec.member_id, v) || !fits(v))
             .map(|v| v.chars().filter(|c| !c.is_control()).take(64).collect())
             .collect();
         if bad.is_empty() {

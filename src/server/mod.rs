@@ -4,6 +4,7 @@
 pub mod auth;
 mod discovery;
 mod members;
+pub mod reload;
 pub mod request;
 pub mod resource;
 
