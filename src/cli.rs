@@ -1,4 +1,4 @@
-//! The `scimgate` command line: `serve`, `demo`, `check`, `hash-token`.
+//! The `scimgate` command line: `serve`, `demo`, `check`, `hash-token`, `health`, `schema`.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -44,11 +44,28 @@ enum Command {
         /// The SCIM bearer token to accept (random when not given).
         #[arg(long)]
         token: Option<String>,
+        /// Where `/metrics` listens (default: the configuration's `admin_listen`; "" for none).
+        #[arg(long)]
+        admin_listen: Option<String>,
     },
     /// Load and compile the configuration and every mapping file; report every problem.
     Check(Common),
     /// Read a token on stdin and print the SHA-256 to put in `auth.static_keys`.
     HashToken(Common),
+    /// GET the gateway's /healthz; exit 0 when it answers 2xx (a container health check
+    /// that needs no shell or curl).
+    Health {
+        #[command(flatten)]
+        common: Common,
+        /// URL to check (default: /healthz on the configured `listen` address).
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+    /// Print the JSON Schema of mapping files (docs/mapping.schema.json).
+    Schema,
 }
 
 /// Entry point of the binary.
@@ -62,8 +79,82 @@ pub fn main() -> ExitCode {
             common,
             listen,
             token,
-        } => run(demo(common, listen, token)),
+            admin_listen,
+        } => run(demo(common, listen, token, admin_listen)),
+        Command::Health {
+            common,
+            url,
+            timeout,
+        } => health(&common, url, timeout),
+        Command::Schema => {
+            println!("{}", mapping_schema());
+            ExitCode::SUCCESS
+        }
     }
+}
+
+/// The JSON Schema of one mapping file, generated from the types files are read into.
+pub fn mapping_schema() -> String {
+    let schema = schemars::schema_for!(crate::mapping::raw::RawFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+fn health(common: &Common, url: Option<String>, timeout: u64) -> ExitCode {
+    let url = match url {
+        Some(u) => u,
+        None => match load_config(common) {
+            Ok(config) => server::health::default_health_url(&config.listen),
+            Err(e) => {
+                eprintln!("scimgate health: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("scimgate health: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::health::check(
+        &url,
+        std::time::Duration::from_secs(timeout.max(1)),
+    )) {
+        Ok(()) => {
+            println!("ok: {url}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("scimgate health: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds the admin listener (`/metrics`) unless `addr` is empty, and serves it in the
+/// background; returns the bound address.
+async fn spawn_admin(
+    gateway: &std::sync::Arc<Gateway>,
+    addr: &str,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if addr.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin_listen {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server::serve_admin(gateway, listener).await {
+            tracing::error!(error = %e, "admin listener stopped");
+        }
+    });
+    Ok(Some(bound))
 }
 
 fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
@@ -160,10 +251,20 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     init_logging(&config);
     let mapping =
         load_dir(&config.mappings).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, mapping = %mapping.hash, "scimgate serving");
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen {}: {e}", config.listen))?;
     let dir = config.mappings.clone();
+    let admin_listen = config.admin_listen.clone();
+    let hash = mapping.hash.clone();
     let gateway = Gateway::new(config, mapping)?;
+    let admin = spawn_admin(&gateway, &admin_listen).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin_listen = %admin.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        mapping = %hash,
+        "scimgate serving"
+    );
     server::reload::spawn(gateway.clone(), dir, std::time::Duration::from_millis(500));
     server::serve(gateway, listener).await?;
     Ok(())
@@ -195,7 +296,12 @@ pub fn embedded_blacksmith_mapping() -> Result<Mapping, crate::mapping::CompileE
     load_sources(&sources)
 }
 
-async fn demo(common: Common, listen: SocketAddr, token: Option<String>) -> anyhow::Result<()> {
+async fn demo(
+    common: Common,
+    listen: SocketAddr,
+    token: Option<String>,
+    admin_listen: Option<String>,
+) -> anyhow::Result<()> {
     let mut config = if common.config.exists() {
         load_config(&common)?
     } else {
@@ -222,7 +328,16 @@ async fn demo(common: Common, listen: SocketAddr, token: Option<String>) -> anyh
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}{}", config.base_path_trimmed());
+    let admin_listen = admin_listen.unwrap_or_else(|| config.admin_listen.clone());
     let gateway = Gateway::new(config, mapping)?;
+    // The demo runs beside other things: a busy admin port is a warning, not a failure.
+    let admin = match spawn_admin(&gateway, &admin_listen).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("scimgate demo: no metrics listener: {e:#}");
+            None
+        }
+    };
     if let Some(dir) = common.mappings {
         server::reload::spawn(gateway.clone(), dir, std::time::Duration::from_millis(500));
     }
@@ -230,6 +345,9 @@ async fn demo(common: Common, listen: SocketAddr, token: Option<String>) -> anyh
     println!("  SCIM base URL: {base}");
     println!("  token:         {token}");
     println!("  upstream:      http://{upstream_addr} (demo Blacksmith API)");
+    if let Some(admin) = admin {
+        println!("  metrics:       http://{admin}/metrics");
+    }
     println!();
     println!("Try:");
     println!("  curl -H 'Authorization: Bearer {token}' {base}/Users");

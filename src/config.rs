@@ -15,6 +15,9 @@ use serde_json::Value;
 pub struct Config {
     /// SCIM listener address.
     pub listen: String,
+    /// Admin listener address (`/metrics`); empty disables it. Keep it off the public
+    /// network: it is not authenticated.
+    pub admin_listen: String,
     /// Path prefix of the SCIM API.
     pub base_path: String,
     /// External base URL for `Location` and `meta.location` (otherwise taken from `Host`).
@@ -90,6 +93,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
             base_path: "/scim/v2".into(),
             public_url: None,
             mappings: PathBuf::from("mappings/blacksmith"),
@@ -161,6 +165,12 @@ impl Config {
                 );
             }
         }
+        if !self.admin_listen.is_empty() && self.admin_listen == self.listen {
+            return invalid(format!(
+                "admin_listen {:?} must differ from listen: /metrics is never served on the SCIM port",
+                self.admin_listen
+            ));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return invalid(format!(
                 "log_format {:?} must be text or json",
@@ -191,6 +201,7 @@ mod tests {
             jail.set_env("SCIMGATE_UPSTREAM__TOKEN", "svc");
             jail.set_env("SCIMGATE_LIMITS__BODY_BYTES", "2048");
             jail.set_env("SCIMGATE_AUTH__MODE", "static");
+            jail.set_env("SCIMGATE_ADMIN_LISTEN", "0.0.0.0:9191");
             let c = Config::load(Path::new("config.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "0.0.0.0:9000");
             assert_eq!(c.upstream.url, "http://app:3000");
@@ -200,6 +211,7 @@ mod tests {
             assert_eq!(c.auth.mode, AuthMode::Static);
             assert_eq!(c.auth.cache_ttl_s, 60);
             assert_eq!(c.base_path, "/scim/v2");
+            assert_eq!(c.admin_listen, "0.0.0.0:9191");
             Ok(())
         });
     }
@@ -210,6 +222,11 @@ mod tests {
             jail.create_file("config.toml", "lissten = \"x\"\n")?;
             assert!(Config::load(Path::new("config.toml")).is_err());
             jail.create_file("config.toml", "base_path = \"scim\"\n")?;
+            assert!(Config::load(Path::new("config.toml")).is_err());
+            jail.create_file(
+                "config.toml",
+                "listen = \"0.0.0.0:80\"\nadmin_listen = \"0.0.0.0:80\"\n",
+            )?;
             assert!(Config::load(Path::new("config.toml")).is_err());
             Ok(())
         });

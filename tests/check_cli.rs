@@ -85,7 +85,7 @@ fn broken_mappings_are_reported_with_file_line_and_reason() {
         ("users.toml", "writer = { \"$.email\" = \"userName\" }", "writer = {}", "declare which one wins", EMAILS),
         ("gateway.toml", "base_path = \"/api/v1/companies/{tenant.company_id}\"", "base_path = \"/api/v1\"", "does not use the tenant", USERS_LIST),
         ("users.toml", "style = \"page\"", "style = \"pages\"", "must be page, offset or none", None),
-        ("users.toml", "list   = { method = \"GET\",    path = \"/users\", items = \"$.data\", total = \"$.meta.total\" }", "list = { method = \"GET\", path = \"/users\", items = \"$.data\" }", "needs `total`", None),
+        ("users.toml", "style = \"page\"", "style = \"cursor\"", "needs exactly one of next_cursor", None),
         ("users.toml", "\"name.givenName\"  = { upstream = \"$.first_name\" }", "\"name.givenName\" = { upstream = \"$.first_name[*]\" }", "must be singular", None),
         ("users.toml", "push_down = { userName = \"email\", externalId = \"external_id\" }", "push_down = { nickName = \"nick\" }", "not a mapped attribute", None),
         ("users.toml", "'roles[primary eq true].value' = { upstream = \"$.role\", enum = [[\"admin\", \"admin\"], [\"member\", \"member\"]], default_on_create = \"member\" }", "'roles[primary eq true].value' = { upstream = \"$.role\", enum = [[\"admin\", \"admin\"], [\"member\", \"member\"]], default_on_create = \"owner\" }", "not one of the enum's SCIM values", None),

@@ -515,9 +515,26 @@ impl Compiler {
                 Some(text) => Some(Detail::Literal(text.to_owned())),
                 None => None,
             };
+            if rule.equals.is_some() && when.is_none() {
+                self.error(
+                    at,
+                    "`equals` needs `when` (the JSONPath whose value it compares)",
+                );
+            }
+            if matches!(
+                status,
+                StatusMatch::Exact(200..=299) | StatusMatch::Class(2)
+            ) && when.is_none()
+            {
+                self.error(
+                    at,
+                    "a rule for a success status needs `when`, or every success would be an error",
+                );
+            }
             out.push(ErrorRule {
                 status,
                 when,
+                equals: rule.equals.clone(),
                 scim_status,
                 scim_type,
                 detail,
@@ -728,14 +745,6 @@ impl Compiler {
             if list.items.is_none() {
                 self.error(at(&["operations", "list"]), "a list call needs `items`");
             }
-            // SCIM requires totalResults; a paged upstream that does not give one would need
-            // a count to the end on every request.
-            if raw.pagination.style != "none" && list.total.is_none() {
-                self.error(
-                    at(&["operations", "list"]),
-                    "a paged list call needs `total` (JSONPath) or `total_header`",
-                );
-            }
         }
         if ops.get.is_none() {
             self.error(
@@ -865,6 +874,41 @@ impl Compiler {
                 PatchResponse::NoContent
             }
         };
+        let gone_when = raw
+            .gone_when
+            .iter()
+            .filter_map(|(p, v)| Some((self.read_path(at(&["gone_when"]), p)?, v.clone())))
+            .collect();
+        let mut unique = Vec::new();
+        for (attr, param) in &raw.unique {
+            match parse_attr_ref(attr) {
+                Ok(r) => {
+                    let r = strip_core_urn(r, &schema);
+                    if !attributes.iter().any(|a| a.scim == r) {
+                        self.error(
+                            at(&["unique"]),
+                            format!("unique names {attr:?}, which is not a mapped attribute"),
+                        );
+                    }
+                    unique.push((r, param.clone()));
+                }
+                Err(e) => self.error(at(&["unique"]), format!("unique key {attr:?}: {e}")),
+            }
+        }
+        if !unique.is_empty() && ops.list.is_none() {
+            self.error(at(&["unique"]), "uniqueness lookups need a list operation");
+        }
+        let update_body = match raw.writes.update_body.as_deref() {
+            None | Some("partial") => UpdateBody::Partial,
+            Some("full") => UpdateBody::Full,
+            Some(other) => {
+                self.error(
+                    at(&["update_body"]),
+                    format!("update_body {other:?} must be partial or full"),
+                );
+                UpdateBody::Partial
+            }
+        };
         if self.errors.len() > errors_before {
             return None;
         }
@@ -890,6 +934,9 @@ impl Compiler {
             errors,
             members,
             patch_response,
+            gone_when,
+            unique,
+            update_body,
         })
     }
 
@@ -909,20 +956,93 @@ impl Compiler {
             tenant_fields: &tenant_fields,
         };
         let at = |keys: &'static [&'static str]| At { source, keys };
-        let list = self.call(
-            at(&["members", "list"]),
-            &raw.list,
-            base_path,
-            allowed,
-            default_item,
-        )?;
-        if list.items.is_none() {
-            self.error(
+        let embedded = match raw.model.as_deref() {
+            None | Some("collection") => false,
+            Some("embedded") => true,
+            Some(other) => {
+                self.error(
+                    at(&["members", "model"]),
+                    format!("members model {other:?} must be collection or embedded"),
+                );
+                return None;
+            }
+        };
+        let (list, value, embedded) = if embedded {
+            let Some(ids) = raw.ids.as_deref() else {
+                self.error(
+                    at(&["members"]),
+                    "embedded members need `ids` (the id array's path)",
+                );
+                return None;
+            };
+            let ids = self.write_path(at(&["members", "ids"]), ids)?;
+            let version = raw
+                .version
+                .as_deref()
+                .and_then(|p| self.read_path(at(&["members", "version"]), p));
+            if version.is_none() && !raw.accept_lost_updates {
+                self.error(
+                    at(&["members"]),
+                    "embedded members without `version` can lose concurrent updates: give `version`, or say `accept_lost_updates = true`",
+                );
+            }
+            if raw.list.is_some()
+                || raw.add.is_some()
+                || raw.remove.is_some()
+                || raw.replace.is_some()
+            {
+                self.error(
+                    at(&["members"]),
+                    "embedded members are written through the group's update: list/add/remove/replace do not apply",
+                );
+            }
+            let mut conflict_status = Vec::new();
+            for c in &raw.conflict_status {
+                match StatusCode::from_u16(*c) {
+                    Ok(c) => conflict_status.push(c),
+                    Err(_) => self.error(
+                        at(&["members", "conflict_status"]),
+                        format!("{c} is not a status code"),
+                    ),
+                }
+            }
+            if conflict_status.is_empty() {
+                conflict_status = vec![StatusCode::CONFLICT, StatusCode::PRECONDITION_FAILED];
+            }
+            (
+                None,
+                None,
+                Some(Embedded {
+                    ids,
+                    version,
+                    conflict_status,
+                    max_retries: raw.max_retries.unwrap_or(5),
+                }),
+            )
+        } else {
+            let (Some(list), Some(value)) = (&raw.list, &raw.value) else {
+                self.error(
+                    at(&["members"]),
+                    "collection members need `list` and `value`",
+                );
+                return None;
+            };
+            let list = self.call(
                 at(&["members", "list"]),
-                "the member list call needs `items`",
-            );
-        }
-        let value = self.read_path(at(&["members", "value"]), &raw.value)?;
+                list,
+                base_path,
+                allowed,
+                default_item,
+            )?;
+            if list.items.is_none() {
+                self.error(
+                    at(&["members", "list"]),
+                    "the member list call needs `items`",
+                );
+            }
+            let value = self.read_path(at(&["members", "value"]), value)?;
+            (Some(list), Some(value), None)
+        };
         let display = raw
             .display
             .as_deref()
@@ -1045,6 +1165,7 @@ impl Compiler {
         Some(Members {
             list,
             value,
+            embedded,
             display,
             add,
             remove,
@@ -1094,11 +1215,28 @@ impl Compiler {
                 }
             },
             "cursor" => {
-                self.error(
-                    at,
-                    "cursor pagination is not supported yet (use page, offset or none)",
-                );
-                Pagination::None
+                let next = match (&p.next_cursor, &p.next_url, p.next_link_header) {
+                    (Some(c), None, false) => self.read_path(at, c).map(NextCursor::Token),
+                    (None, Some(u), false) => self.read_path(at, u).map(NextCursor::Url),
+                    (None, None, true) => Some(NextCursor::LinkHeader),
+                    _ => {
+                        self.error(at, "cursor pagination needs exactly one of next_cursor, next_url or next_link_header = true");
+                        None
+                    }
+                };
+                match (p.cursor_param.clone(), size_param(), next) {
+                    (Some(cursor_param), Some(size_param), Some(next)) => Pagination::Cursor {
+                        cursor_param,
+                        size_param,
+                        max_size,
+                        next,
+                    },
+                    (None, _, _) | (_, None, _) => {
+                        self.error(at, "cursor pagination needs cursor_param and size_param");
+                        Pagination::None
+                    }
+                    _ => Pagination::None,
+                }
             }
             other => {
                 self.error(

@@ -380,8 +380,8 @@ impl Resource {
         Ok(v)
     }
 
-    /// The upstream body for a write, wrapped in the request envelope; `None` when the
-    /// write carries no field at all (so no call is needed).
+    /// The upstream fields a write carries (not yet wrapped: see [`Resource::wrap`]);
+    /// `None` when there is none (so no call is needed).
     pub fn body_for(&self, doc: &Value, mode: WriteMode<'_>) -> Result<Option<Value>, ScimError> {
         let mut body = Value::Object(Map::new());
         let writes = |i: usize| -> bool {
@@ -436,10 +436,7 @@ impl Resource {
         if body.as_object().is_some_and(Map::is_empty) {
             return Ok(None);
         }
-        Ok(Some(match &self.request_envelope {
-            Some(env) => env.wrap(body),
-            None => body,
-        }))
+        Ok(Some(body))
     }
 
     /// Indexes of attributes whose value differs between two SCIM documents.

@@ -118,6 +118,11 @@ impl WritePath {
         &self.text
     }
 
+    /// The value at the path, if any.
+    pub fn get<'a>(&self, target: &'a Value) -> Option<&'a Value> {
+        self.keys.iter().try_fold(target, |v, k| v.get(k))
+    }
+
     /// Sets `value` at the path inside `target`, creating objects on the way.
     pub fn set(&self, target: &mut Value, value: Value) {
         let Some((last, parents)) = self.keys.split_last() else {

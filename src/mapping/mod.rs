@@ -92,6 +92,20 @@ pub enum StatusMatch {
     Class(u16),
 }
 
+impl ErrorRule {
+    /// Does this rule apply to an upstream answer?
+    pub fn matches(&self, status: StatusCode, body: &Value) -> bool {
+        if !self.status.matches(status) {
+            return false;
+        }
+        match (&self.when, &self.equals) {
+            (None, _) => true,
+            (Some(p), None) => p.read(body).is_some(),
+            (Some(p), Some(want)) => p.read(body) == Some(want),
+        }
+    }
+}
+
 impl StatusMatch {
     /// Does `status` fall under this rule?
     pub fn matches(self, status: StatusCode) -> bool {
@@ -114,6 +128,8 @@ pub enum Detail {
 pub struct ErrorRule {
     pub status: StatusMatch,
     pub when: Option<ReadPath>,
+    /// The value `when` must find; any non-null value when absent.
+    pub equals: Option<Value>,
     pub scim_status: StatusCode,
     pub scim_type: Option<ScimType>,
     pub detail: Option<Detail>,
@@ -143,6 +159,33 @@ pub enum Pagination {
         size_param: String,
         max_size: u64,
     },
+    /// Pages are followed from the first, by an opaque cursor.
+    Cursor {
+        cursor_param: String,
+        size_param: String,
+        max_size: u64,
+        next: NextCursor,
+    },
+}
+
+/// Where a cursor-paged answer says how to get the next page.
+#[derive(Debug, Clone)]
+pub enum NextCursor {
+    /// The cursor itself, in the body.
+    Token(ReadPath),
+    /// The next page's URL, in the body; its cursor parameter is used.
+    Url(ReadPath),
+    /// The next page's URL, in an RFC 8288 `Link: <…>; rel="next"` header.
+    LinkHeader,
+}
+
+/// What an update call's body carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateBody {
+    /// Only the fields written.
+    Partial,
+    /// The whole upstream object, as read, with the written fields overlaid.
+    Full,
 }
 
 /// What to do with filter terms the upstream cannot answer.
@@ -284,6 +327,26 @@ pub struct Resource {
     pub members: Option<Members>,
     /// Whether a successful PATCH answers with the resource (200) or without (204).
     pub patch_response: PatchResponse,
+    /// Objects matching all of these are gone (soft-deleted).
+    pub gone_when: Vec<(ReadPath, Value)>,
+    /// Attributes looked up before create (and before a change) for uniqueness.
+    pub unique: Vec<(AttrRef, String)>,
+    pub update_body: UpdateBody,
+}
+
+impl Resource {
+    /// Is this upstream object soft-deleted?
+    pub fn is_gone(&self, obj: &Value) -> bool {
+        !self.gone_when.is_empty() && self.gone_when.iter().all(|(p, v)| p.read(obj) == Some(v))
+    }
+
+    /// Wraps a body in the request envelope.
+    pub fn wrap(&self, body: Value) -> Value {
+        match &self.request_envelope {
+            Some(env) => env.wrap(body),
+            None => body,
+        }
+    }
 }
 
 /// What a successful PATCH answers.
@@ -312,6 +375,17 @@ pub enum UnknownMembers {
     Skip,
     /// Look up every new member first; any unknown → 400, no member call made.
     RejectBatch,
+}
+
+/// Members as an id array inside the group object, written by read-modify-write.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub ids: WritePath,
+    /// The object's version, sent back as `If-Match` so a concurrent write is a conflict.
+    pub version: Option<ReadPath>,
+    /// Statuses that mean another writer came first.
+    pub conflict_status: Vec<StatusCode>,
+    pub max_retries: u32,
 }
 
 /// A member add or remove call.
@@ -347,8 +421,12 @@ impl UnknownMemberRule {
 /// Membership behind a member sub-collection.
 #[derive(Debug, Clone)]
 pub struct Members {
-    pub list: Call,
-    pub value: ReadPath,
+    /// Collection model: the member list call (`None` for embedded members).
+    pub list: Option<Call>,
+    /// Collection model: each listed item's member id.
+    pub value: Option<ReadPath>,
+    /// Embedded model: ids inside the group object.
+    pub embedded: Option<Embedded>,
     pub display: Option<ReadPath>,
     pub add: Option<MemberCall>,
     pub remove: Option<MemberCall>,

@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
 /// One mapping file. A directory's files are merged: each may carry any sections, but a
 /// resource or the `auth`/`upstream` section may be defined only once.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
     pub version: Option<u32>,
@@ -20,7 +21,7 @@ pub struct RawFile {
 }
 
 /// How a SCIM bearer token is checked against the upstream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     pub introspect: Option<RawIntrospect>,
@@ -31,7 +32,7 @@ pub struct RawAuth {
 }
 
 /// RFC 7662-style token introspection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIntrospect {
     pub call: RawCall,
@@ -48,7 +49,7 @@ pub struct RawIntrospect {
 }
 
 /// Settings shared by every resource.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// Prefix of every resource path, e.g. `/api/v1/companies/{tenant.company_id}`.
@@ -64,7 +65,7 @@ pub struct RawUpstream {
 }
 
 /// One upstream call.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCall {
     pub method: String,
@@ -85,7 +86,7 @@ pub struct RawCall {
 }
 
 /// An upstream error status (or class such as `"4xx"`) and what SCIM answer it becomes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawErrorRule {
     pub status: Value,
@@ -95,10 +96,13 @@ pub struct RawErrorRule {
     pub scim_type: Option<String>,
     /// Literal text, or a JSONPath (starting with `$`) into the upstream body.
     pub detail: Option<String>,
+    /// The value `when` must find (otherwise any non-null value matches). Rules for 2xx
+    /// statuses need `when`: they turn "200 with an error flag" answers into errors.
+    pub equals: Option<Value>,
 }
 
 /// One SCIM resource type backed by an upstream collection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawResource {
     /// `/Users`: the SCIM endpoint.
@@ -129,16 +133,39 @@ pub struct RawResource {
     pub members: Option<RawMembers>,
     /// PATCH answers `200` with the resource (`resource`, default) or `204` (`no_content`).
     pub patch_response: Option<String>,
+    /// JSONPath → value: objects matching all are gone (soft-deleted): 404, never listed.
+    #[serde(default)]
+    pub gone_when: IndexMap<String, Value>,
+    /// SCIM attribute → list query parameter: looked up before create (and before a change
+    /// of the attribute); a hit answers 409 `uniqueness`. Best effort: two gateways can race.
+    #[serde(default)]
+    pub unique: IndexMap<String, String>,
 }
 
 /// Group membership behind a member sub-collection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMembers {
-    /// Lists the members of `{id}` (paged like the resource).
-    pub list: RawCall,
-    /// JSONPath in each listed item to the member's id (the member resource's SCIM id).
-    pub value: String,
+    /// `collection` (default: members behind their own calls) or `embedded` (an id array
+    /// inside the group object, changed by read-modify-write of the group).
+    pub model: Option<String>,
+    /// Collection: lists the members of `{id}` (paged like the resource).
+    pub list: Option<RawCall>,
+    /// Collection: JSONPath in each listed item to the member's id.
+    pub value: Option<String>,
+    /// Embedded: singular JSONPath to the id array in the group object.
+    pub ids: Option<String>,
+    /// Embedded: JSONPath to the object's version, sent back as `If-Match` on the update.
+    pub version: Option<String>,
+    /// Embedded: statuses that mean another writer came first (re-read and retry).
+    #[serde(default)]
+    pub conflict_status: Vec<u16>,
+    /// Embedded: attempts after a conflict (default 5).
+    pub max_retries: Option<u32>,
+    /// Embedded without `version`: the mapping accepts that concurrent writers can lose
+    /// each other's changes.
+    #[serde(default)]
+    pub accept_lost_updates: bool,
     /// JSONPath in each listed item to a display name.
     pub display: Option<String>,
     /// Adds `{member.value}` to `{id}`.
@@ -164,7 +191,7 @@ pub struct RawMembers {
 }
 
 /// A member add/remove call and the statuses that mean "already so".
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMemberCall {
     pub method: String,
@@ -176,7 +203,7 @@ pub struct RawMemberCall {
 }
 
 /// An upstream answer that means "no such member".
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUnknownMember {
     pub status: u16,
@@ -186,7 +213,7 @@ pub struct RawUnknownMember {
 }
 
 /// Where the SCIM `id` comes from and what shape it has.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawId {
     pub upstream: String,
@@ -200,7 +227,7 @@ fn default_id_type() -> String {
 }
 
 /// JSONPaths to the `meta` timestamps.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMeta {
     pub created: Option<String>,
@@ -209,7 +236,7 @@ pub struct RawMeta {
 }
 
 /// The upstream calls behind the SCIM operations; an absent one is not offered.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOperations {
     pub list: Option<RawCall>,
@@ -220,7 +247,7 @@ pub struct RawOperations {
 }
 
 /// How the upstream pages lists.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPagination {
     #[serde(default = "default_style")]
@@ -230,6 +257,15 @@ pub struct RawPagination {
     pub offset_param: Option<String>,
     pub first_page: Option<u64>,
     pub max_size: Option<u64>,
+    /// Cursor style: the query parameter that carries the cursor.
+    pub cursor_param: Option<String>,
+    /// Cursor style: JSONPath to the next cursor in the body (null or absent: last page).
+    pub next_cursor: Option<String>,
+    /// Cursor style: JSONPath to the next page's full URL (same origin).
+    pub next_url: Option<String>,
+    /// Cursor style: the next page's URL is in an RFC 8288 `Link: <…>; rel="next"` header.
+    #[serde(default)]
+    pub next_link_header: bool,
 }
 
 fn default_style() -> String {
@@ -245,12 +281,16 @@ impl Default for RawPagination {
             offset_param: None,
             first_page: None,
             max_size: None,
+            cursor_param: None,
+            next_cursor: None,
+            next_url: None,
+            next_link_header: false,
         }
     }
 }
 
 /// Which filters the upstream answers, and what to do with the rest.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilterPolicy {
     /// SCIM attribute → upstream query parameter, for `eq` (and `and` of such terms).
@@ -262,7 +302,7 @@ pub struct RawFilterPolicy {
 }
 
 /// One SCIM attribute and the upstream field behind it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAttribute {
     /// JSONPath of the upstream field (read, and written when singular).
@@ -289,7 +329,7 @@ pub struct RawAttribute {
 }
 
 /// Rules for writes that involve more than one attribute.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWrites {
     /// Upstream write path → the SCIM attribute that wins when several write it.
@@ -300,10 +340,13 @@ pub struct RawWrites {
     pub ignore: Vec<String>,
     /// PUT: `keep` attributes the request omits, or `clear` them.
     pub put_omitted: Option<String>,
+    /// `partial` (default): the update body carries the written fields only; `full`: the
+    /// upstream object is read and sent whole with the fields overlaid (PUT-only APIs).
+    pub update_body: Option<String>,
 }
 
 /// A call made when an attribute changes to a value.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAction {
     pub when: RawWhen,
@@ -313,7 +356,7 @@ pub struct RawAction {
 }
 
 /// The attribute change that triggers an action.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWhen {
     pub attribute: String,

@@ -169,11 +169,19 @@ impl Authenticator {
                 found.ok_or(AuthError::Rejected)
             }
             AuthMode::Introspect => {
+                // Metrics: a miss is a check that ran the introspection call itself.
+                let missed = std::sync::atomic::AtomicBool::new(false);
                 let cached = self
                     .cache
-                    .try_get_with(hash, introspect(token, mapping, upstream))
-                    .await
-                    .map_err(|e| AuthError::Unavailable(e.to_string()))?;
+                    .try_get_with(hash, async {
+                        missed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        introspect(token, mapping, upstream).await
+                    })
+                    .await;
+                crate::server::observe::record_introspection_cache(
+                    !missed.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                let cached = cached.map_err(|e| AuthError::Unavailable(e.to_string()))?;
                 match cached {
                     Cached::Valid(t) => Ok(t),
                     Cached::Invalid => Err(AuthError::Rejected),
@@ -234,7 +242,7 @@ async fn introspect(token: &str, mapping: &Mapping, upstream: &Upstream) -> Resu
         None => None,
     };
     let response = upstream
-        .send(&spec.call, &vars, &[], body.as_ref(), None)
+        .send(&spec.call, &vars, &[], body.as_ref(), &[])
         .await
         .map_err(|e| e.to_string())?;
     if response.status.is_server_error() || response.status == http::StatusCode::TOO_MANY_REQUESTS {

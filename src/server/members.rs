@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use super::resource::Ctx;
 use crate::mapping::engine::id_is_plausible;
 use crate::mapping::template::{scalar_text, Vars};
-use crate::mapping::{IdKind, MemberCall, Members, PartialFailure, UnknownMembers};
+use crate::mapping::{
+    Embedded, IdKind, MemberCall, Members, PartialFailure, UnknownMembers, UpdateBody,
+};
 use crate::scim::membership::{Change, MemberEdit};
 use crate::scim::{ScimError, ScimType};
 use crate::upstream::UpstreamError;
@@ -70,20 +72,36 @@ impl Ctx {
         })
     }
 
-    /// Every member of `id`, paging through the member list.
+    /// Every member of `id`: from the group object (embedded model) or by paging through
+    /// the member list.
     pub(super) async fn read_members(&self, id: &str) -> Result<Vec<Member>, ScimError> {
         let spec = self.members_spec()?;
+        if let Some(embedded) = &spec.embedded {
+            let obj = self.fetch(id).await?.ok_or_else(|| self.not_found(id))?;
+            return Ok(embedded_ids(embedded, &obj)
+                .into_iter()
+                .map(|value| Member {
+                    value,
+                    display: None,
+                })
+                .collect());
+        }
+        let (Some(list), Some(value_path)) = (&spec.list, &spec.value) else {
+            return Err(ScimError::bad_gateway(
+                "the mapping gives no way to read members",
+            ));
+        };
         let (items, _) = self
-            .fetch_window(&spec.list, Some(id), &[], 0, usize::MAX)
+            .fetch_window(list, Some(id), &[], 0, usize::MAX)
             .await?;
         items
             .iter()
             .map(|item| {
-                let value = spec.value.read(item).and_then(scalar_text).ok_or_else(|| {
+                let value = value_path.read(item).and_then(scalar_text).ok_or_else(|| {
                     ScimError::bad_gateway(format!(
                         "a member in the answer to {} has no value at {}",
-                        spec.list.route,
-                        spec.value.as_str()
+                        list.route,
+                        value_path.as_str()
                     ))
                 })?;
                 let display = spec
@@ -94,6 +112,94 @@ impl Ctx {
                 Ok(Member { value, display })
             })
             .collect()
+    }
+
+    /// Embedded model: re-reads the group, applies the edit to its id array and writes it
+    /// back conditionally on the version read; a conflict starts over from a fresh read.
+    async fn apply_embedded(
+        &self,
+        spec: &Members,
+        embedded: &Embedded,
+        id: &str,
+        edit: &MemberEdit,
+    ) -> Result<(), ScimError> {
+        let update = self.resource.ops.update.as_ref().ok_or_else(|| {
+            ScimError::bad_request(ScimType::Mutability, "this mapping cannot update groups")
+        })?;
+        let typed = |v: &str| -> Value {
+            match (spec.member_id, v.parse::<i64>()) {
+                (IdKind::Integer, Ok(n)) => Value::from(n),
+                _ => Value::String(v.to_owned()),
+            }
+        };
+        for _attempt in 0..=embedded.max_retries {
+            let obj = self.fetch(id).await?.ok_or_else(|| self.not_found(id))?;
+            let current = embedded_ids(embedded, &obj);
+            let mut next: Vec<String> = current.clone();
+            match &edit.target {
+                Some(target) => next = target.iter().cloned().collect(),
+                None => {
+                    for (value, change) in &edit.changes {
+                        match change {
+                            Change::Add if !next.contains(value) => next.push(value.clone()),
+                            Change::Remove => next.retain(|v| v != value),
+                            Change::Add => {}
+                        }
+                    }
+                }
+            }
+            let same = next.len() == current.len() && next.iter().all(|v| current.contains(v));
+            if same {
+                return Ok(());
+            }
+            let ids = Value::Array(next.iter().map(|v| typed(v)).collect());
+            let body = match self.resource.update_body {
+                UpdateBody::Full => {
+                    let mut whole = obj.clone();
+                    embedded.ids.set(&mut whole, ids);
+                    whole
+                }
+                UpdateBody::Partial => embedded.ids.wrap(ids),
+            };
+            let body = self.resource.wrap(body);
+            let version = embedded
+                .version
+                .as_ref()
+                .and_then(|p| p.read(&obj))
+                .and_then(scalar_text);
+            let vars = Vars {
+                id: Some(id),
+                tenant: Some(&self.tenant),
+                ..Vars::default()
+            };
+            let response = self
+                .send_with(
+                    update,
+                    &vars,
+                    Some(id),
+                    &[],
+                    Some(&body),
+                    version.as_deref(),
+                )
+                .await?;
+            if embedded.conflict_status.contains(&response.status) {
+                continue;
+            }
+            if self.is_error(&response) {
+                return Err(self.upstream_error(&response, Some(id)));
+            }
+            return Ok(());
+        }
+        let mut err = ScimError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} {id} changed under each of {} attempts to update its members; retry",
+                self.resource.name,
+                embedded.max_retries + 1
+            ),
+        );
+        err.retry_after = Some(1);
+        Err(err)
     }
 
     /// Members as SCIM multi-valued attribute values.
@@ -151,6 +257,9 @@ impl Ctx {
         }
         let spec = self.members_spec()?.clone();
         self.check_member_values(&edit)?;
+        if let Some(embedded) = &spec.embedded {
+            return self.apply_embedded(&spec, embedded, id, &edit).await;
+        }
         let (adds, removes) = match edit.target {
             Some(target) => {
                 if let Some(replace) = &spec.replace {
@@ -349,14 +458,11 @@ impl Ctx {
             },
             None => None,
         };
-        let audit = match (&self.mapping.key_id_header, &self.tenant.key_id) {
-            (Some(h), Some(k)) => Some((h, k.as_str())),
-            _ => None,
-        };
+        let audit: Vec<_> = self.audit_header().into_iter().collect();
         match self
             .gateway
             .upstream
-            .send(&call.call, &vars, &[], body.as_ref(), audit)
+            .send(&call.call, &vars, &[], body.as_ref(), &audit)
             .await
         {
             Ok(r) if call.already_done.contains(&r.status) => Outcome::AlreadyDone,
@@ -502,4 +608,14 @@ impl Ctx {
             ),
         ))
     }
+}
+
+/// The member ids in an embedded-model group object.
+fn embedded_ids(embedded: &Embedded, obj: &Value) -> Vec<String> {
+    embedded
+        .ids
+        .get(obj)
+        .and_then(Value::as_array)
+        .map(|ids| ids.iter().filter_map(scalar_text).collect())
+        .unwrap_or_default()
 }

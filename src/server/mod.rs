@@ -3,7 +3,9 @@
 
 pub mod auth;
 mod discovery;
+pub mod health;
 mod members;
+pub mod observe;
 pub mod reload;
 pub mod request;
 pub mod resource;
@@ -18,7 +20,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -34,6 +35,10 @@ pub struct Gateway {
     pub upstream: Upstream,
     pub auth: Authenticator,
     pub config: Config,
+    /// Counters and histograms, rendered on the admin listener.
+    pub metrics: Arc<observe::Metrics>,
+    /// The cached upstream reachability answer of `/readyz`.
+    pub readiness: health::Readiness,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -57,6 +62,8 @@ impl Gateway {
             upstream,
             auth,
             config,
+            metrics: Arc::new(observe::Metrics::new()),
+            readiness: health::Readiness::default(),
         }))
     }
 }
@@ -88,8 +95,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         ));
     let base = gateway.config.base_path_trimmed().to_owned();
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready));
+        .route("/healthz", get(health::alive))
+        .route("/readyz", get(health::ready));
     let app = if base.is_empty() {
         app.merge(scim)
     } else {
@@ -99,6 +106,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
         .layer(middleware::from_fn(scim_errors_for_framework_rejections))
+        .layer(middleware::from_fn_with_state(gateway.clone(), observe::track))
         .with_state(gateway)
 }
 
@@ -111,6 +119,13 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
+}
+
+/// Serves the admin listener (`/metrics`) until the process is told to stop.
+pub async fn serve_admin(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, observe::admin_router(gateway))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
 }
 
 async fn shutdown_signal() {
@@ -130,11 +145,6 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
-    let mapping = gateway.mapping.load();
-    axum::Json(json!({"status": "ready", "mapping": mapping.hash})).into_response()
 }
 
 async fn not_found() -> ScimError {
@@ -165,6 +175,7 @@ async fn authenticate(
         .filter(|t| !t.is_empty())
         .map(str::to_owned);
     let Some(token) = token else {
+        observe::record_auth_failure("missing");
         return ScimError::unauthorized("a bearer token is required").into_response();
     };
     let mapping = gateway.mapping.load_full();
@@ -174,10 +185,15 @@ async fn authenticate(
         .await
     {
         Ok(tenant) => {
+            observe::set_tenant(&tenant, &mapping.tenant_fields);
             request.extensions_mut().insert::<Arc<Tenant>>(tenant);
             next.run(request).await
         }
         Err(e) => {
+            observe::record_auth_failure(match e {
+                auth::AuthError::Rejected => "rejected",
+                auth::AuthError::Unavailable(_) => "unavailable",
+            });
             tracing::info!(reason = %e, "authentication failed");
             ScimError::from(e).into_response()
         }

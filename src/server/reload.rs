@@ -6,6 +6,9 @@
 //! Polling by content hash rather than filesystem events: editors save by rename and
 //! Kubernetes ConfigMaps swap a symlink, and both look the same to a hash of the files'
 //! contents. A few small files read twice a second cost nothing.
+//!
+//! Each swap counts as `scimgate_mapping_reloads_total{result="success"}`; each distinct
+//! broken edit once as `result="rejected"` (not once per poll while it stays broken).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,11 +83,13 @@ pub fn spawn(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
                 Reloaded::Unchanged => {}
                 Reloaded::Swapped(hash) => {
                     last_rejected = None;
+                    gateway.metrics.record_reload(true);
                     tracing::info!(mapping = %hash, dir = %dir.display(), "mapping reloaded");
                 }
                 Reloaded::Rejected(why) => {
                     // Log a broken edit once, not on every poll.
                     if last_rejected.as_deref() != Some(why.as_str()) {
+                        gateway.metrics.record_reload(false);
                         tracing::error!(dir = %dir.display(), serving = %gateway.mapping.load().hash, "mapping reload rejected, previous mapping keeps serving:\n{why}");
                         last_rejected = Some(why);
                     }

@@ -14,10 +14,10 @@ use super::auth::Tenant;
 use super::request::{base_url, scim_response, ListParams, ScimJson};
 use super::Gateway;
 use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
-use crate::mapping::template::Vars;
+use crate::mapping::template::{scalar_text, Vars};
 use crate::mapping::{
-    Action, ActionOrder, Call, Detail, Mapping, Pagination, PatchResponse, Resource, Total,
-    Unsupported,
+    Action, ActionOrder, Call, Detail, Mapping, NextCursor, Pagination, PatchResponse, Resource,
+    Total, Unsupported, UpdateBody,
 };
 use crate::scim::filter::{parse_attr_path, parse_filter, AttrPath, Filter};
 use crate::scim::membership::{member_values, split_member_ops, MemberEdit};
@@ -59,6 +59,73 @@ fn ctx(
     })
 }
 
+/// Most items read to count a list whose upstream gives no total, when the mapping sets no
+/// scan limit.
+const DEFAULT_COUNT_LIMIT: u64 = 10_000;
+
+/// One upstream page.
+struct Page {
+    items: Vec<Value>,
+    total: Option<u64>,
+    /// No page follows.
+    last: bool,
+}
+
+/// Where the next upstream page starts.
+enum PagePosition {
+    Single,
+    Page { index: usize, size: usize },
+    Offset { offset: usize, size: usize },
+    Cursor { cursor: Option<String>, size: usize },
+}
+
+impl PagePosition {
+    /// The first page to fetch for items `start..start+count`, how many items precede it,
+    /// and how many of its items to skip.
+    fn start(pagination: &Pagination, start: usize, count: usize) -> (PagePosition, usize, usize) {
+        match pagination {
+            Pagination::None => (PagePosition::Single, 0, start),
+            Pagination::Page { max_size, .. } => {
+                let max = *max_size as usize;
+                // A page size that divides the window means no item is fetched in vain.
+                let size = if count == 0 {
+                    1
+                } else if count <= max && start % count == 0 {
+                    count
+                } else {
+                    max
+                };
+                let index = start / size;
+                (
+                    PagePosition::Page { index, size },
+                    index * size,
+                    start % size,
+                )
+            }
+            Pagination::Offset { max_size, .. } => {
+                let size = count.clamp(1, *max_size as usize);
+                (
+                    PagePosition::Offset {
+                        offset: start,
+                        size,
+                    },
+                    start,
+                    0,
+                )
+            }
+            // Cursors can only be followed from the beginning.
+            Pagination::Cursor { max_size, .. } => (
+                PagePosition::Cursor {
+                    cursor: None,
+                    size: *max_size as usize,
+                },
+                0,
+                start,
+            ),
+        }
+    }
+}
+
 /// Ids in messages are shortened and stripped of control characters.
 fn shown(id: &str) -> String {
     let clean: String = id.chars().filter(|c| !c.is_control()).take(64).collect();
@@ -85,7 +152,7 @@ impl Ctx {
         }
     }
 
-    fn not_found(&self, id: &str) -> ScimError {
+    pub(super) fn not_found(&self, id: &str) -> ScimError {
         ScimError::not_found(format!("{} {} not found", self.resource.name, shown(id)))
     }
 
@@ -97,13 +164,35 @@ impl Ctx {
         query: &[(String, String)],
         body: Option<&Value>,
     ) -> Result<upstream::Response, ScimError> {
-        let audit = match (&self.mapping.key_id_header, &self.tenant.key_id) {
+        self.send_with(call, &self.vars(id), id, query, body, None)
+            .await
+    }
+
+    /// The headers every upstream call carries besides the service credential.
+    pub(super) fn audit_header(&self) -> Option<(&http::HeaderName, &str)> {
+        match (&self.mapping.key_id_header, &self.tenant.key_id) {
             (Some(h), Some(k)) => Some((h, k.as_str())),
             _ => None,
-        };
+        }
+    }
+
+    /// [`Ctx::send`] with explicit template values and an optional `If-Match`.
+    pub(super) async fn send_with(
+        &self,
+        call: &Call,
+        vars: &Vars<'_>,
+        id: Option<&str>,
+        query: &[(String, String)],
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<upstream::Response, ScimError> {
+        let mut headers: Vec<(&http::HeaderName, &str)> = self.audit_header().into_iter().collect();
+        if let Some(v) = if_match {
+            headers.push((&http::header::IF_MATCH, v));
+        }
         self.gateway
             .upstream
-            .send(call, &self.vars(id), query, body, audit)
+            .send(call, vars, query, body, &headers)
             .await
             .map_err(|e| match e {
                 UpstreamError::Timeout => ScimError::new(
@@ -142,7 +231,7 @@ impl Ctx {
         body: Option<&Value>,
     ) -> Result<upstream::Response, ScimError> {
         let response = self.send(call, id, query, body).await?;
-        if !response.status.is_success() {
+        if self.is_error(&response) {
             return Err(self.upstream_error(&response, id));
         }
         if response.unparsable {
@@ -152,6 +241,18 @@ impl Ctx {
             )));
         }
         Ok(response)
+    }
+
+    /// Is this answer an error: a non-2xx status, or a 2xx the mapping's rules call one
+    /// ("200 with an error flag")?
+    pub(super) fn is_error(&self, response: &upstream::Response) -> bool {
+        !response.status.is_success()
+            || self
+                .resource
+                .errors
+                .iter()
+                .chain(self.mapping.errors.iter())
+                .any(|r| response.status.is_success() && r.matches(response.status, &response.body))
     }
 
     /// An upstream error status as the SCIM answer the mapping's rules choose.
@@ -166,13 +267,8 @@ impl Ctx {
             .iter()
             .chain(self.mapping.errors.iter());
         for rule in rules {
-            if !rule.status.matches(response.status) {
+            if !rule.matches(response.status, &response.body) {
                 continue;
-            }
-            if let Some(when) = &rule.when {
-                if when.read(&response.body).is_none() {
-                    continue;
-                }
             }
             let detail = match &rule.detail {
                 Some(Detail::Literal(text)) => text.clone(),
@@ -251,7 +347,7 @@ impl Ctx {
     }
 
     /// GETs one object; `Ok(None)` for 404.
-    async fn fetch(&self, id: &str) -> Result<Option<Value>, ScimError> {
+    pub(super) async fn fetch(&self, id: &str) -> Result<Option<Value>, ScimError> {
         let call = self
             .resource
             .ops
@@ -265,13 +361,61 @@ impl Ctx {
         if !response.status.is_success() {
             return Err(self.upstream_error(&response, Some(id)));
         }
+        if self.is_error(&response) {
+            return Err(self.upstream_error(&response, Some(id)));
+        }
         match self.object(call, &response.body) {
+            Some(obj) if self.resource.is_gone(obj) => Ok(None),
             Some(obj) => Ok(Some(obj.clone())),
             None => Err(ScimError::bad_gateway(format!(
                 "the upstream answer to {} holds no {}",
                 call.route, self.resource.name
             ))),
         }
+    }
+
+    /// Uniqueness the upstream does not enforce: for each declared attribute the request
+    /// sets (to a value other than `current`'s), a lookup; a hit other than `current` itself
+    /// answers 409. Best effort: a concurrent create can still slip between.
+    async fn check_unique(
+        &self,
+        request: &Value,
+        current: Option<(&str, &Value)>,
+    ) -> Result<(), ScimError> {
+        let Some(list) = &self.resource.ops.list else {
+            return Ok(());
+        };
+        for (attr, param) in &self.resource.unique {
+            let Some(value) =
+                crate::mapping::scim_doc::get(request, attr).and_then(|v| scalar_text(&v))
+            else {
+                continue;
+            };
+            if let Some((_, doc)) = current {
+                let before = crate::mapping::scim_doc::get(doc, attr).and_then(|v| scalar_text(&v));
+                if before.is_some_and(|b| b.eq_ignore_ascii_case(&value)) {
+                    continue;
+                }
+            }
+            let (items, _) = self
+                .fetch_window(list, None, &[(param.clone(), value.clone())], 0, 10)
+                .await?;
+            for obj in &items {
+                let doc = self.to_scim(obj)?;
+                let same_value = crate::mapping::scim_doc::get(&doc, attr)
+                    .and_then(|v| scalar_text(&v))
+                    .is_some_and(|v| v.eq_ignore_ascii_case(&value));
+                let itself = current.is_some_and(|(id, _)| doc["id"].as_str() == Some(id));
+                if same_value && !itself {
+                    return Err(ScimError::bad_request(
+                        ScimType::Uniqueness,
+                        format!("another {} already has this {attr}", self.resource.name),
+                    )
+                    .with_status(StatusCode::CONFLICT));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn fetch_doc(&self, id: &str) -> Result<Value, ScimError> {
@@ -289,14 +433,132 @@ impl Ctx {
         }
     }
 
-    /// One page of an upstream list: the items and the total.
-    async fn list_page(
+    /// Items `start..start+count` (0-based) of an upstream list, and the total. Where the
+    /// upstream gives no total, the rest of the list is counted (bounded by the scan limit).
+    pub(super) async fn fetch_window(
         &self,
         call: &Call,
         id: Option<&str>,
-        query: &[(String, String)],
+        filter_params: &[(String, String)],
+        start: usize,
+        count: usize,
+    ) -> Result<(Vec<Value>, u64), ScimError> {
+        let (mut position, base, mut skip) =
+            PagePosition::start(&self.resource.pagination, start, count);
+        let mut out = Vec::new();
+        let mut seen = 0usize;
+        let limit = self.count_limit();
+        loop {
+            let page = self.page(call, id, filter_params, &mut position).await?;
+            let got = page.items.len();
+            let wanted = count.saturating_sub(out.len());
+            out.extend(page.items.into_iter().skip(skip).take(wanted));
+            skip = skip.saturating_sub(got);
+            seen += got;
+            let known_total = page.total;
+            if page.last {
+                return Ok((out, known_total.unwrap_or((base + seen) as u64)));
+            }
+            if out.len() >= count {
+                if let Some(total) = known_total {
+                    return Ok((out, total));
+                }
+                // No total from the upstream: count on, within the scan limit.
+                if (base + seen) as u64 > limit {
+                    return Err(self.too_many(limit));
+                }
+            }
+        }
+    }
+
+    /// Fetches the page at `position` and advances it.
+    async fn page(
+        &self,
+        call: &Call,
+        id: Option<&str>,
+        filter_params: &[(String, String)],
+        position: &mut PagePosition,
+    ) -> Result<Page, ScimError> {
+        let mut query = filter_params.to_vec();
+        let size = match (&self.resource.pagination, &*position) {
+            (Pagination::None, _) => None,
+            (
+                Pagination::Page {
+                    page_param,
+                    size_param,
+                    first_page,
+                    ..
+                },
+                PagePosition::Page { index, size },
+            ) => {
+                query.push((
+                    page_param.clone(),
+                    (*first_page + *index as u64).to_string(),
+                ));
+                query.push((size_param.clone(), size.to_string()));
+                Some(*size)
+            }
+            (
+                Pagination::Offset {
+                    offset_param,
+                    size_param,
+                    ..
+                },
+                PagePosition::Offset { offset, size },
+            ) => {
+                query.push((offset_param.clone(), offset.to_string()));
+                query.push((size_param.clone(), size.to_string()));
+                Some(*size)
+            }
+            (
+                Pagination::Cursor {
+                    cursor_param,
+                    size_param,
+                    ..
+                },
+                PagePosition::Cursor { cursor, size },
+            ) => {
+                if let Some(c) = cursor {
+                    query.push((cursor_param.clone(), c.clone()));
+                }
+                query.push((size_param.clone(), size.to_string()));
+                Some(*size)
+            }
+            _ => return Err(ScimError::bad_gateway("inconsistent pagination state")),
+        };
+        let response = self.send_ok(call, id, &query, None).await?;
+        let (items, total) = self.list_items(call, &response)?;
+        let got = items.len();
+        let items: Vec<Value> = items
+            .into_iter()
+            .filter(|o| !self.resource.is_gone(o))
+            .collect();
+        let last = match (&mut *position, size) {
+            (_, None) | (PagePosition::Single, _) => true,
+            (PagePosition::Page { index, size }, _) => {
+                *index += 1;
+                got < *size || total.is_some_and(|t| (*index * *size) as u64 >= t)
+            }
+            (PagePosition::Offset { offset, size }, _) => {
+                *offset += got;
+                got < *size || total.is_some_and(|t| *offset as u64 >= t)
+            }
+            (PagePosition::Cursor { cursor, .. }, _) => {
+                let next = self.next_cursor(&response)?;
+                let last = next.is_none() || got == 0;
+                *cursor = next;
+                last
+            }
+        };
+        Ok(Page { items, total, last })
+    }
+
+    /// Items and total of a list answer.
+    fn list_items(
+        &self,
+        call: &Call,
+        response: &upstream::Response,
     ) -> Result<(Vec<Value>, Option<u64>), ScimError> {
-        let response = self.send_ok(call, id, query, None).await?;
         let items = call
             .items
             .as_ref()
@@ -319,91 +581,75 @@ impl Ctx {
         Ok((items.into_iter().cloned().collect(), total))
     }
 
-    /// Items `start..start+count` (0-based) of an upstream list, and the total.
-    pub(super) async fn fetch_window(
-        &self,
-        call: &Call,
-        id: Option<&str>,
-        filter_params: &[(String, String)],
-        start: usize,
-        count: usize,
-    ) -> Result<(Vec<Value>, u64), ScimError> {
-        let mut out = Vec::new();
-        match &self.resource.pagination {
-            Pagination::None => {
-                let (items, total) = self.list_page(call, id, filter_params).await?;
-                let total = total.unwrap_or(items.len() as u64);
-                out.extend(items.into_iter().skip(start).take(count));
-                Ok((out, total))
+    /// The next page's cursor. A `next` URL is reduced to its cursor parameter, and must be
+    /// on the upstream's origin: the gateway only ever calls URLs the mapping names.
+    fn next_cursor(&self, response: &upstream::Response) -> Result<Option<String>, ScimError> {
+        let Pagination::Cursor {
+            cursor_param, next, ..
+        } = &self.resource.pagination
+        else {
+            return Ok(None);
+        };
+        let url_text = match next {
+            NextCursor::Token(p) => {
+                return Ok(p
+                    .read(&response.body)
+                    .and_then(scalar_text)
+                    .filter(|c| !c.is_empty()))
             }
-            Pagination::Page {
-                page_param,
-                size_param,
-                first_page,
-                max_size,
-            } => {
-                let max = *max_size as usize;
-                let aligned = count > 0 && count <= max && start % count == 0;
-                let size = if count == 0 {
-                    1
-                } else if aligned {
-                    count
-                } else {
-                    max
-                };
-                let mut page = start / size;
-                let mut skip = start % size;
-                loop {
-                    let mut query = filter_params.to_vec();
-                    query.push((page_param.clone(), (*first_page + page as u64).to_string()));
-                    query.push((size_param.clone(), size.to_string()));
-                    let (items, total) = self.list_page(call, id, &query).await?;
-                    let total = total.ok_or_else(|| {
-                        ScimError::bad_gateway(format!(
-                            "the upstream answer to {} has no total",
-                            call.route
-                        ))
-                    })?;
-                    let got = items.len();
-                    out.extend(
-                        items
-                            .into_iter()
-                            .skip(skip)
-                            .take(count.saturating_sub(out.len())),
-                    );
-                    skip = 0;
-                    page += 1;
-                    if out.len() >= count || got < size || (page * size) as u64 >= total {
-                        return Ok((out, total));
-                    }
-                }
-            }
-            Pagination::Offset {
-                offset_param,
-                size_param,
-                max_size,
-            } => {
-                let max = *max_size as usize;
-                loop {
-                    let want = count.saturating_sub(out.len()).clamp(1, max);
-                    let mut query = filter_params.to_vec();
-                    query.push((offset_param.clone(), (start + out.len()).to_string()));
-                    query.push((size_param.clone(), want.to_string()));
-                    let (items, total) = self.list_page(call, id, &query).await?;
-                    let total = total.ok_or_else(|| {
-                        ScimError::bad_gateway(format!(
-                            "the upstream answer to {} has no total",
-                            call.route
-                        ))
-                    })?;
-                    let got = items.len();
-                    out.extend(items.into_iter().take(count.saturating_sub(out.len())));
-                    if out.len() >= count || got < want || (start + out.len()) as u64 >= total {
-                        return Ok((out, total));
-                    }
-                }
-            }
+            NextCursor::Url(p) => p.read(&response.body).and_then(scalar_text),
+            NextCursor::LinkHeader => response
+                .headers
+                .get_all(header::LINK)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .find(|part| {
+                    part.split(';').skip(1).any(|p| {
+                        p.trim().trim_matches('"').eq_ignore_ascii_case("rel=next")
+                            || p.trim() == "rel=\"next\""
+                    })
+                })
+                .and_then(|part| part.split(';').next())
+                .map(|u| {
+                    u.trim()
+                        .trim_start_matches('<')
+                        .trim_end_matches('>')
+                        .to_owned()
+                }),
+        };
+        let Some(text) = url_text else {
+            return Ok(None);
+        };
+        let next_url = self
+            .gateway
+            .upstream
+            .resolve_same_origin(&text)
+            .ok_or_else(|| {
+                ScimError::bad_gateway("the upstream's next-page URL is not on its own origin")
+            })?;
+        Ok(next_url
+            .query_pairs()
+            .find(|(k, _)| k == cursor_param.as_str())
+            .map(|(_, v)| v.into_owned()))
+    }
+
+    /// Most items the gateway reads to answer one request (scans and counts).
+    fn count_limit(&self) -> u64 {
+        match self.resource.filter.unsupported {
+            Unsupported::Scan(limit) => limit,
+            Unsupported::Reject => DEFAULT_COUNT_LIMIT,
         }
+    }
+
+    fn too_many(&self, limit: u64) -> ScimError {
+        ScimError::bad_request(
+            ScimType::TooMany,
+            format!(
+                "answering needs more than {limit} {} to be read upstream; narrow the request with a filter the upstream answers",
+                self.resource.name
+            ),
+        )
     }
 
     /// Every upstream item matching the pushed-down parameters, bounded by the scan limit.
@@ -413,32 +659,13 @@ impl Ctx {
         filter_params: &[(String, String)],
         limit: u64,
     ) -> Result<Vec<Value>, ScimError> {
-        let too_many = || {
-            ScimError::bad_request(
-                ScimType::TooMany,
-                format!("this filter needs a scan of more than {limit} {} upstream; narrow it with an attribute the upstream can filter on", self.resource.name),
-            )
-        };
-        let batch = match &self.resource.pagination {
-            Pagination::None => usize::MAX,
-            Pagination::Page { max_size, .. } | Pagination::Offset { max_size, .. } => {
-                *max_size as usize
-            }
-        };
-        let mut all = Vec::new();
-        loop {
-            let (items, total) = self
-                .fetch_window(call, None, filter_params, all.len(), batch)
-                .await?;
-            if total > limit {
-                return Err(too_many());
-            }
-            let got = items.len();
-            all.extend(items);
-            if got < batch || all.len() as u64 >= total {
-                return Ok(all);
-            }
+        let (items, total) = self
+            .fetch_window(call, None, filter_params, 0, limit as usize + 1)
+            .await?;
+        if total > limit || items.len() as u64 > limit {
+            return Err(self.too_many(limit));
         }
+        Ok(items)
     }
 
     /// Runs actions in order, recording what landed.
@@ -504,6 +731,15 @@ impl Ctx {
                 .update
                 .as_ref()
                 .ok_or_else(|| not_supported("updates"))?;
+            let body = match self.resource.update_body {
+                UpdateBody::Partial => self.resource.wrap(body),
+                // PUT-only APIs: the object as it is now, with the written fields laid over it.
+                UpdateBody::Full => {
+                    let mut whole = self.fetch(id).await?.ok_or_else(|| self.not_found(id))?;
+                    overlay(&mut whole, body);
+                    self.resource.wrap(whole)
+                }
+            };
             match self.send_ok(call, Some(id), &[], Some(&body)).await {
                 Ok(response) => {
                     landed.push(format!("the {} update", self.resource.name));
@@ -803,6 +1039,8 @@ pub async fn create(
         .resource
         .body_for(&request, WriteMode::Create)?
         .unwrap_or_else(|| json!({}));
+    ctx.check_unique(&request, None).await?;
+    let body = ctx.resource.wrap(body);
     let response = ctx.send_ok(call, None, &[], Some(&body)).await?;
     let created = ctx
         .object(call, &response.body)
@@ -873,6 +1111,7 @@ pub async fn replace(
     ctx.resource.validate_request(&request)?;
     let member_edit = ctx.requested_members(&request)?;
     let current = ctx.fetch_doc(&id).await?;
+    ctx.check_unique(&request, Some((&id, &current))).await?;
     let actions = ctx.resource.actions_for(&current, &request)?;
     let body = ctx.resource.body_for(&request, WriteMode::Replace)?;
     let mut doc = if body.is_some() || !actions.is_empty() {
@@ -924,6 +1163,7 @@ pub async fn patch(
         }
     }
     let changed = ctx.resource.changed_attributes(&current, &updated);
+    ctx.check_unique(&updated, Some((&id, &current))).await?;
     let actions = ctx.resource.actions_for(&current, &updated)?;
     let body = ctx
         .resource
@@ -982,8 +1222,16 @@ pub async fn delete(
 
 impl Ctx {
     async fn send_ok_allow_empty(&self, call: &Call, id: &str) -> Result<(), ScimError> {
-        let response = self.send(call, Some(id), &[], None).await?;
-        if !response.status.is_success() {
+        // Soft deletes are writes with a body (`{"deleted": true}`).
+        let body = match &call.body {
+            Some(b) => Some(
+                b.render(&self.vars(Some(id)))
+                    .map_err(|e| ScimError::bad_gateway(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let response = self.send(call, Some(id), &[], body.as_ref()).await?;
+        if self.is_error(&response) {
             return Err(self.upstream_error(&response, Some(id)));
         }
         Ok(())
@@ -1057,5 +1305,22 @@ impl Ctx {
         };
         self.check_member_values(&edit)?;
         Ok(Some(edit))
+    }
+}
+
+/// Lays `fields` over `target`: objects merge key by key, anything else replaces.
+fn overlay(target: &mut Value, fields: Value) {
+    match (target, fields) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (k, v) in from {
+                match into.get_mut(&k) {
+                    Some(existing) if existing.is_object() && v.is_object() => overlay(existing, v),
+                    _ => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        (target, other) => *target = other,
     }
 }

@@ -1,5 +1,7 @@
 //! The HTTP client for the upstream API: one pooled keep-alive client, URLs built only from
 //! the configured origin and a mapping's path template, service credential attached here.
+//! Every call carries the SCIM request's `X-Request-Id` and is counted by its mapped route
+//! (the path template, never the concrete URL).
 
 use std::time::Duration;
 
@@ -117,15 +119,22 @@ impl Upstream {
         Ok(url)
     }
 
-    /// Sends one call. `body` is the rendered body (if any); `audit` is an extra header
-    /// (the SCIM key's id) sent for the upstream's audit log.
+    /// Parses `text` (absolute, or relative to the upstream URL) and returns it only when it
+    /// is on the upstream's own origin.
+    pub fn resolve_same_origin(&self, text: &str) -> Option<Url> {
+        let url = self.base.join(text).ok()?;
+        (url.origin() == self.base.origin()).then_some(url)
+    }
+
+    /// Sends one call. `body` is the rendered body (if any); `headers` are extra headers
+    /// (the SCIM key's id for the upstream's audit log, `If-Match` for conditional writes).
     pub async fn send(
         &self,
         call: &Call,
         vars: &Vars<'_>,
         query: &[(String, String)],
         body: Option<&Value>,
-        audit: Option<(&HeaderName, &str)>,
+        headers: &[(&HeaderName, &str)],
     ) -> Result<Response, UpstreamError> {
         let url = self.url_for(call, vars, query)?;
         let mut request = self
@@ -135,9 +144,14 @@ impl Upstream {
         if let Some(token) = &self.token {
             request = request.header(http::header::AUTHORIZATION, token.clone());
         }
-        if let Some((name, value)) = audit {
+        for (name, value) in headers {
             if let Ok(v) = HeaderValue::from_str(value) {
-                request = request.header(name.clone(), v);
+                request = request.header((*name).clone(), v);
+            }
+        }
+        if let Some(id) = crate::server::observe::request_id() {
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                request = request.header(crate::server::observe::REQUEST_ID, v);
             }
         }
         if let Some(b) = body {
@@ -146,19 +160,15 @@ impl Upstream {
                 .body(serde_json::to_vec(b).unwrap_or_default());
         }
         let started = std::time::Instant::now();
-        let response = request.send().await.map_err(classify)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        if response
-            .content_length()
-            .is_some_and(|l| l as usize > MAX_UPSTREAM_BODY)
-        {
-            return Err(UpstreamError::BadBody("the answer is too large".into()));
-        }
-        let bytes = response.bytes().await.map_err(classify)?;
-        if bytes.len() > MAX_UPSTREAM_BODY {
-            return Err(UpstreamError::BadBody("the answer is too large".into()));
-        }
+        let received = receive(request).await;
+        let status_label = match &received {
+            Ok((status, _, _)) => status.as_str().to_owned(),
+            Err(UpstreamError::Timeout) => "timeout".to_owned(),
+            Err(UpstreamError::BadBody(_)) => "bad_body".to_owned(),
+            Err(_) => "unreachable".to_owned(),
+        };
+        crate::server::observe::record_upstream(&call.route, &status_label, started.elapsed());
+        let (status, headers, bytes) = received?;
         let (body, unparsable) = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             (Value::Null, false)
         } else {
@@ -175,6 +185,58 @@ impl Upstream {
             unparsable,
         })
     }
+}
+
+impl Upstream {
+    /// Whether the upstream's host accepts a TCP connection within `timeout` (for
+    /// `/readyz`; nothing is sent).
+    pub async fn probe(&self, timeout: Duration) -> Result<(), String> {
+        let host = self.base.host_str().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.base.port_or_known_default().unwrap_or(80);
+        let origin = self.base.origin().ascii_serialization();
+        let connect = async {
+            let addrs = tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+            let mut last = format!("{host} resolves to no address");
+            for addr in addrs {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(last)
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the upstream {origin} is unreachable: {e}")),
+            Err(_) => Err(format!(
+                "the upstream {origin} did not accept a connection within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+}
+
+/// Sends a prepared request and reads the whole answer (bounded).
+async fn receive(
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, HeaderMap, bytes::Bytes), UpstreamError> {
+    let response = request.send().await.map_err(classify)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    if response
+        .content_length()
+        .is_some_and(|l| l as usize > MAX_UPSTREAM_BODY)
+    {
+        return Err(UpstreamError::BadBody("the answer is too large".into()));
+    }
+    let bytes = response.bytes().await.map_err(classify)?;
+    if bytes.len() > MAX_UPSTREAM_BODY {
+        return Err(UpstreamError::BadBody("the answer is too large".into()));
+    }
+    Ok((status, headers, bytes))
 }
 
 fn classify(e: reqwest::Error) -> UpstreamError {
