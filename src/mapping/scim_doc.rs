@@ -167,13 +167,13 @@ pub fn remove(doc: &mut Value, r: &AttrRef) {
     match (&r.filter, &r.attr.sub) {
         (None, None) => {
             if let Some(actual) = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned() {
-                map.remove(&actual);
+                map.shift_remove(&actual);
             }
         }
         (None, Some(sub)) => {
             if let Some(Value::Object(obj)) = get_ci_mut(map, key) {
                 if let Some(actual) = obj.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned() {
-                    obj.remove(&actual);
+                    obj.shift_remove(&actual);
                 }
             }
         }
@@ -187,7 +187,7 @@ pub fn remove(doc: &mut Value, r: &AttrRef) {
                                 if let Some(actual) =
                                     obj.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned()
                                 {
-                                    obj.remove(&actual);
+                                    obj.shift_remove(&actual);
                                 }
                             }
                         }

@@ -81,6 +81,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/Schemas/{id}", get(discovery::schema))
         .route("/{endpoint}", get(resource::list).post(resource::create))
         .route(
+            "/{endpoint}/.search",
+            axum::routing::post(resource::search_post),
+        )
+        .route(
             "/{endpoint}/{id}",
             get(resource::get_one)
                 .put(resource::replace)
@@ -106,7 +110,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
         .layer(middleware::from_fn(scim_errors_for_framework_rejections))
-        .layer(middleware::from_fn_with_state(gateway.clone(), observe::track))
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            observe::track,
+        ))
         .with_state(gateway)
 }
 

@@ -77,6 +77,65 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     }
 }
 
+impl ListParams {
+    /// The query of a `POST …/.search` body (RFC 7644 §3.4.3), as list parameters.
+    pub fn from_search_request(body: &Value) -> Result<ListParams, ScimError> {
+        let obj = body.as_object().ok_or_else(|| {
+            ScimError::bad_request(
+                ScimType::InvalidSyntax,
+                "a SearchRequest must be a JSON object",
+            )
+        })?;
+        let is_search = obj
+            .get("schemas")
+            .and_then(Value::as_array)
+            .is_some_and(|s| {
+                s.iter().any(|s| {
+                    s.as_str()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(SEARCH_REQUEST_SCHEMA))
+                })
+            });
+        if !is_search {
+            return Err(ScimError::bad_request(
+                ScimType::InvalidSyntax,
+                format!("`schemas` must list {SEARCH_REQUEST_SCHEMA}"),
+            ));
+        }
+        let text = |key: &str| -> Result<Option<String>, ScimError> {
+            match crate::mapping::scim_doc::get_ci(obj, key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .map(|list| Some(list.join(",")))
+                    .ok_or_else(|| {
+                        ScimError::bad_request(
+                            ScimType::InvalidValue,
+                            format!("{key} must list strings"),
+                        )
+                    }),
+                Some(_) => Err(ScimError::bad_request(
+                    ScimType::InvalidValue,
+                    format!("{key} has the wrong type"),
+                )),
+            }
+        };
+        Ok(ListParams {
+            filter: text("filter")?,
+            start_index: text("startIndex")?,
+            count: text("count")?,
+            attributes: text("attributes")?,
+            excluded_attributes: text("excludedAttributes")?,
+        })
+    }
+}
+
+/// Schema URN of `POST …/.search` bodies.
+pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+
 /// The SCIM base URL as clients see it: `public_url` when configured, else from `Host`.
 pub fn base_url(public_url: Option<&str>, base_path: &str, headers: &HeaderMap) -> String {
     if let Some(public) = public_url {

@@ -845,18 +845,28 @@ fn project(
         if let Some(key) = key {
             match &p.sub {
                 None => {
-                    map.remove(&key);
+                    map.shift_remove(&key);
                 }
                 Some(sub) => {
                     if let Some(Value::Object(inner)) = map.get_mut(&key) {
                         if let Some(s) = inner.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned()
                         {
-                            inner.remove(&s);
+                            inner.shift_remove(&s);
                         }
                     }
                 }
             }
         }
+    }
+    // `schemas` lists the extensions the projected resource still carries.
+    let present: Vec<String> = map.keys().cloned().collect();
+    if let Some(Value::Array(schemas)) = map.get_mut("schemas") {
+        let mut first = true;
+        schemas.retain(|s| {
+            let keep = first || s.as_str().is_some_and(|s| present.iter().any(|k| k == s));
+            first = false;
+            keep
+        });
     }
     Value::Object(map)
 }
@@ -886,6 +896,23 @@ pub async fn list(
     params: ListParams,
 ) -> Result<Response, ScimError> {
     let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    search(&ctx, params).await
+}
+
+/// `POST /{endpoint}/.search` (RFC 7644 §3.4.3): the list query in a SearchRequest body.
+pub async fn search_post(
+    State(gateway): State<Arc<Gateway>>,
+    Path(endpoint): Path<String>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+    ScimJson(request): ScimJson,
+) -> Result<Response, ScimError> {
+    let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
+    search(&ctx, ListParams::from_search_request(&request)?).await
+}
+
+/// A ListResponse for one resource type.
+async fn search(ctx: &Ctx, params: ListParams) -> Result<Response, ScimError> {
     let call = ctx
         .resource
         .ops

@@ -1,0 +1,111 @@
+//! SCIM protocol details beyond Okta's corner: `.search`, projections.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+const SEARCH: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+#[tokio::test]
+async fn search_by_post_answers_like_get() {
+    let h = Harness::with_example_data().await;
+    let (status, headers, by_get) = h
+        .get(&format!(
+            "/Users?{}&attributes=userName&count=5",
+            filter_query("userName sw \"a\"")
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let (status, post_headers, by_post) = h
+        .post(
+            "/Users/.search",
+            &json!({"schemas": [SEARCH], "filter": "userName sw \"a\"", "attributes": ["userName"], "count": 5}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type(&headers), content_type(&post_headers));
+    assert_eq!(by_get, by_post);
+    assert!(by_post["totalResults"].as_u64().expect("total") >= 1);
+    for user in by_post["Resources"].as_array().expect("resources") {
+        let keys: Vec<&str> = user
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["schemas", "id", "userName"], "{user}");
+        assert_eq!(
+            user["schemas"],
+            json!([USER_SCHEMA]),
+            "no extension listed once it is projected away"
+        );
+    }
+
+    let cases = [
+        (json!({"filter": "userName sw \"a\""}), "invalidSyntax"),
+        (
+            json!({"schemas": [SEARCH], "filter": "userName zz \"a\""}),
+            "invalidFilter",
+        ),
+        (json!({"schemas": [SEARCH], "attributes": "userName"}), ""),
+        (
+            json!({"schemas": [SEARCH], "count": "many"}),
+            "invalidValue",
+        ),
+    ];
+    for (body, scim_type) in cases {
+        let (status, _, answer) = h.post("/Users/.search", &body).await;
+        if scim_type.is_empty() {
+            assert_eq!(status, 200, "{body}: {answer}");
+        } else {
+            assert_scim_error(&body.to_string(), &answer, 400, Some(scim_type));
+        }
+    }
+}
+
+#[tokio::test]
+async fn projections_on_reads() {
+    let h = Harness::with_example_data().await;
+    let (_, _, list) = h.get("/Users?count=1").await;
+    let id = list["Resources"][0]["id"].as_str().expect("id").to_owned();
+    let cases = [
+        ("attributes=name.givenName", vec!["schemas", "id", "name"]),
+        (
+            "attributes=urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            vec!["schemas", "id", ENTERPRISE],
+        ),
+        (
+            "excludedAttributes=emails,meta,name",
+            vec![
+                "schemas",
+                "id",
+                "userName",
+                "externalId",
+                "displayName",
+                "title",
+                "phoneNumbers",
+                "active",
+                "roles",
+                ENTERPRISE,
+            ],
+        ),
+    ];
+    for (query, keys) in cases {
+        let (status, _, user) = h.get(&format!("/Users/{id}?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        let got: Vec<&str> = user
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(got, keys, "{query}: {user}");
+    }
+    let (_, _, user) = h
+        .get(&format!("/Users/{id}?attributes=name.givenName"))
+        .await;
+    assert!(user["name"].get("familyName").is_none());
+    assert!(user["name"].get("givenName").is_some());
+}
