@@ -91,6 +91,18 @@ fn broken_mappings_are_reported_with_file_line_and_reason() {
         ("users.toml", "'roles[primary eq true].value' = { upstream = \"$.role\", enum = [[\"admin\", \"admin\"], [\"member\", \"member\"]], default_on_create = \"member\" }", "'roles[primary eq true].value' = { upstream = \"$.role\", enum = [[\"admin\", \"admin\"], [\"member\", \"member\"]], default_on_create = \"owner\" }", "not one of the enum's SCIM values", None),
         ("groups.toml", "displayName = { upstream = \"$.name\", required = true, case_exact = true }", "displayName = { upstream = \"$.name\", mutability = \"sometimes\" }", "mutability \"sometimes\"", None),
         ("gateway.toml", "scim_type = \"uniqueness\"", "scim_type = \"unique\"", "unknown scim_type", None),
+        ("gateway.toml", "version = 1", "version = 2", "unsupported mapping version 2", None),
+        ("gateway.toml", "scim_status = 502", "scim_status = 200", "must be a 4xx or 5xx status", None),
+        ("groups.toml", "concurrency = 8 ", "concurrency = 0 ", "concurrency must be between 1 and 256", None),
+        ("groups.toml", "on_partial_failure = \"report\"", "on_partial_failure = \"undo\"", "must be report or compensate", None),
+        ("groups.toml", "unknown_members = \"skip\"", "unknown_members = \"ignore\"", "must be skip or reject_batch", None),
+        ("groups.toml", "patch_response = \"no_content\"", "patch_response = \"maybe\"", "must be no_content or resource", None),
+        ("users.toml", "run = \"after_write\"", "run = \"later\"", "must be before_write or after_write", None),
+        ("users.toml", "title             = { upstream = \"$.title\" }", "\"title..x\" = { upstream = \"$.title\" }", "is not a SCIM attribute path", None),
+        ("users.toml", "id = { upstream = \"$.id\", type = \"integer\" }", "id = { upstream = \"$.id\", type = \"float\" }", "must be integer, string or uuid", None),
+        ("users.toml", "endpoint = \"/Users\"", "endpoint = \"Users\"", "must look like", None),
+        ("users.toml", "path = \"/users/{id}/reactivate\"", "path = \"/users/{id}/reactivate?force=1\"", "stay on the upstream origin", None),
+        ("groups.toml", "value   = \"$.user_id\"", "value   = \"$.user_id[\"", "invalid JSONPath", None),
     ];
     let mut failures = Vec::new();
     for (file, find, replace, reason, anchor) in cases {

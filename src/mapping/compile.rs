@@ -398,6 +398,7 @@ impl Compiler {
                     members.member_endpoint = endpoint.clone();
                     members.member_id = *kind;
                 }
+                None if resources.iter().any(|(_, n, _)| *n == wanted) => {}
                 None => self.error(
                     At {
                         source,
@@ -482,8 +483,13 @@ impl Compiler {
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
             else {
+                let mut keys = keys.clone();
+                keys.push("scim_status");
                 self.error(
-                    at,
+                    At {
+                        source,
+                        keys: &keys,
+                    },
                     format!(
                         "scim_status {} must be a 4xx or 5xx status",
                         rule.scim_status
@@ -819,8 +825,13 @@ impl Compiler {
                 None | Some("after_write") => ActionOrder::AfterWrite,
                 Some("before_write") => ActionOrder::BeforeWrite,
                 Some(other) => {
+                    let mut keys = when_keys.clone();
+                    keys.push("run");
                     self.error(
-                        at,
+                        At {
+                            source,
+                            keys: &keys,
+                        },
                         format!("run {other:?} must be before_write or after_write"),
                     );
                     continue;
