@@ -9,8 +9,10 @@ use serde_json_path::JsonPath;
 pub struct ReadPath {
     text: String,
     path: JsonPath,
-    /// Names at most one node (`$.a.b`): a list read through it must find an array.
-    singular: bool,
+    /// For singular paths (`$.a.b`), the member names: read by a direct walk, which is
+    /// several times cheaper than a general query. A list read through such a path must
+    /// find an array.
+    singular: Option<Vec<String>>,
 }
 
 impl PartialEq for ReadPath {
@@ -36,7 +38,7 @@ impl ReadPath {
         Ok(ReadPath {
             text: text.to_owned(),
             path,
-            singular: WritePath::parse(text).is_ok(),
+            singular: WritePath::parse(text).ok().map(|w| w.keys),
         })
     }
 
@@ -47,6 +49,12 @@ impl ReadPath {
 
     /// The first node the path selects; `None` when nothing or only `null` is there.
     pub fn read<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        if let Some(keys) = &self.singular {
+            return keys
+                .iter()
+                .try_fold(value, |v, k| v.get(k))
+                .filter(|v| !v.is_null());
+        }
         self.path
             .query(value)
             .all()
@@ -62,7 +70,7 @@ impl ReadPath {
         let nodes = self.path.query(value).all();
         match nodes.as_slice() {
             [Value::Array(items)] => Some(items.iter().collect()),
-            _ if self.singular => None,
+            _ if self.singular.is_some() => None,
             [] => Some(Vec::new()),
             _ => Some(nodes),
         }

@@ -132,7 +132,7 @@ impl Ctx {
                 _ => Value::String(v.to_owned()),
             }
         };
-        for _attempt in 0..=embedded.max_retries {
+        for attempt in 0..=embedded.max_retries {
             let obj = self.fetch(id).await?.ok_or_else(|| self.not_found(id))?;
             let current = embedded_ids(embedded, &obj);
             let mut next: Vec<String> = current.clone();
@@ -183,6 +183,7 @@ impl Ctx {
                 )
                 .await?;
             if embedded.conflict_status.contains(&response.status) {
+                super::resource::conflict_pause(attempt).await;
                 continue;
             }
             if self.is_error(&response) {

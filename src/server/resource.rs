@@ -668,6 +668,63 @@ impl Ctx {
         Ok(items)
     }
 
+    /// Sends the update call. A partial body is sent as it is. A full body (PUT-only APIs)
+    /// is laid over the object as read now; where the object has a version (embedded
+    /// members declare one), the write is conditional on it and a conflict starts over from
+    /// a fresh read, so a rename cannot erase members another request just added.
+    async fn update(
+        &self,
+        call: &Call,
+        id: &str,
+        fields: Value,
+    ) -> Result<upstream::Response, ScimError> {
+        if self.resource.update_body == UpdateBody::Partial {
+            return self
+                .send_ok(call, Some(id), &[], Some(&self.resource.wrap(fields)))
+                .await;
+        }
+        let embedded = self
+            .resource
+            .members
+            .as_ref()
+            .and_then(|m| m.embedded.as_ref());
+        let version_path = embedded.and_then(|e| e.version.as_ref());
+        let attempts = embedded.map_or(1, |e| e.max_retries + 1);
+        for attempt in 0..attempts {
+            let mut whole = self.fetch(id).await?.ok_or_else(|| self.not_found(id))?;
+            let version = version_path
+                .and_then(|p| p.read(&whole))
+                .and_then(scalar_text);
+            overlay(&mut whole, fields.clone());
+            let body = self.resource.wrap(whole);
+            let response = self
+                .send_with(
+                    call,
+                    &self.vars(Some(id)),
+                    Some(id),
+                    &[],
+                    Some(&body),
+                    version.as_deref(),
+                )
+                .await?;
+            if embedded.is_some_and(|e| e.conflict_status.contains(&response.status)) {
+                conflict_pause(attempt).await;
+                continue;
+            }
+            if self.is_error(&response) {
+                return Err(self.upstream_error(&response, Some(id)));
+            }
+            return Ok(response);
+        }
+        Err(ScimError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} {id} changed under each of {attempts} attempts to update it; retry",
+                self.resource.name
+            ),
+        ))
+    }
+
     /// Runs actions in order, recording what landed.
     async fn run_actions(
         &self,
@@ -731,16 +788,7 @@ impl Ctx {
                 .update
                 .as_ref()
                 .ok_or_else(|| not_supported("updates"))?;
-            let body = match self.resource.update_body {
-                UpdateBody::Partial => self.resource.wrap(body),
-                // PUT-only APIs: the object as it is now, with the written fields laid over it.
-                UpdateBody::Full => {
-                    let mut whole = self.fetch(id).await?.ok_or_else(|| self.not_found(id))?;
-                    overlay(&mut whole, body);
-                    self.resource.wrap(whole)
-                }
-            };
-            match self.send_ok(call, Some(id), &[], Some(&body)).await {
+            match self.update(call, id, body).await {
                 Ok(response) => {
                     landed.push(format!("the {} update", self.resource.name));
                     if let Some(obj) = self.object(call, &response.body) {
@@ -1350,4 +1398,13 @@ fn overlay(target: &mut Value, fields: Value) {
         }
         (target, other) => *target = other,
     }
+}
+
+/// A short randomised pause before retrying after a write conflict, growing with the
+/// attempt, so that writers that collided do not collide again in lockstep.
+pub(super) async fn conflict_pause(attempt: u32) {
+    use rand::Rng;
+    let ceiling_ms = 5u64 << attempt.min(5);
+    let pause = rand::rng().random_range(1..=ceiling_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
 }
