@@ -87,16 +87,63 @@ pub fn main() -> ExitCode {
             timeout,
         } => health(&common, url, timeout),
         Command::Schema => {
-            println!("{}", mapping_schema());
-            ExitCode::SUCCESS
+            use std::io::Write;
+            match writeln!(std::io::stdout(), "{}", mapping_schema()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-/// The JSON Schema of one mapping file, generated from the types files are read into.
+/// The JSON Schema of one mapping file, generated from the types files are read into
+/// (`docs/mapping.schema.json`). Optional keys are simply not required: mapping files are
+/// TOML, which has no null.
 pub fn mapping_schema() -> String {
     let schema = schemars::schema_for!(crate::mapping::raw::RawFile);
+    let mut schema = schema.to_value();
+    drop_null(&mut schema);
+    if let Some(root) = schema.as_object_mut() {
+        root.insert("title".into(), "scimgate mapping file (version 1)".into());
+    }
     serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+/// Removes the `null` alternative schemars gives `Option` fields (`"type": ["string",
+/// "null"]`, `anyOf: [{…}, {"type": "null"}]`).
+fn drop_null(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".into(), only);
+                }
+            }
+            if let Some(Value::Array(any)) = map.get("anyOf") {
+                let rest: Vec<Value> = any
+                    .iter()
+                    .filter(|s| s.get("type").and_then(Value::as_str) != Some("null"))
+                    .cloned()
+                    .collect();
+                if rest.len() == 1 && rest.len() < any.len() {
+                    map.remove("anyOf");
+                    if let Value::Object(only) = &rest[0] {
+                        for (k, v) in only {
+                            map.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+            }
+            for v in map.values_mut() {
+                drop_null(v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null),
+        _ => {}
+    }
 }
 
 fn health(common: &Common, url: Option<String>, timeout: u64) -> ExitCode {
@@ -189,8 +236,11 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if config.log_format == "json" {
         builder.json().try_init()

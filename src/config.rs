@@ -165,7 +165,10 @@ impl Config {
                 );
             }
         }
-        if !self.admin_listen.is_empty() && self.admin_listen == self.listen {
+        if !self.admin_listen.is_empty()
+            && self.admin_listen == self.listen
+            && !self.listen.ends_with(":0")
+        {
             return invalid(format!(
                 "admin_listen {:?} must differ from listen: /metrics is never served on the SCIM port",
                 self.admin_listen

@@ -46,6 +46,8 @@ pub struct RecordedRequest {
     pub key_id: Option<String>,
     /// Whether an `Authorization` header was present at all (its value is not kept).
     pub has_authorization: bool,
+    /// The `X-Request-Id` header, if sent.
+    pub request_id: Option<String>,
 }
 
 /// Which upcoming member calls should fail, counted in one sequence across all member

@@ -159,8 +159,13 @@ async fn front_door(State(inner): State<Arc<Inner>>, req: Request, next: Next) -
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         has_authorization: authorization.is_some(),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
-    tracing::debug!(method = %recorded.method, path = %recorded.path, query = ?recorded.query, "demo upstream request");
+    // Not the query: pushed-down filters put attribute values there.
+    tracing::debug!(method = %recorded.method, path = %recorded.path, request_id = ?recorded.request_id, "demo upstream request");
     let is_introspection = recorded.path == INTROSPECT_PATH;
     inner.record(recorded);
 

@@ -98,18 +98,21 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             authenticate,
         ));
     let base = gateway.config.base_path_trimmed().to_owned();
-    let app = Router::new()
+    // Probes answer plain JSON (a 503 from /readyz keeps its reason), so they are merged
+    // after the layer that rewrites framework errors into SCIM errors.
+    let probes = Router::new()
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready));
     let app = if base.is_empty() {
-        app.merge(scim)
+        scim
     } else {
-        app.nest(&base, scim)
+        Router::new().nest(&base, scim)
     };
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
         .layer(middleware::from_fn(scim_errors_for_framework_rejections))
+        .merge(probes)
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
             observe::track,

@@ -544,6 +544,7 @@ fn classify(gateway: &Gateway, method: &Method, path: &str) -> (String, &'static
                 return (UNKNOWN.0.into(), UNKNOWN.1);
             };
             let operation = match (method, segments.len()) {
+                (&Method::POST, 2) if segments[1] == ".search" => "search",
                 (&Method::GET, 1) => "list",
                 (&Method::POST, 1) => "create",
                 (&Method::GET, _) => "get",
@@ -603,14 +604,14 @@ pub async fn track(State(gateway): State<Arc<Gateway>>, request: Request, next: 
     tracing::info!(
         target: "scimgate::request",
         request_id = %request_id,
-        key_id,
-        tenant,
+        key_id = %key_id,
+        tenant = %tenant,
         method = %method,
         resource = %resource,
-        operation,
+        operation = %operation,
         status = status.as_u16(),
         upstream_calls = scope.upstream_calls.load(Ordering::Relaxed),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
         "scim request"
     );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
