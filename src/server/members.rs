@@ -320,6 +320,7 @@ impl Ctx {
         if calls.is_empty() {
             return Ok(());
         }
+        super::observe::record_fan_out(calls.len());
         let deadline = tokio::time::Instant::now() + spec.deadline;
         let outcomes = self.fan_out(&spec, id, &calls, deadline).await?;
         self.settle(&spec, id, &calls, outcomes, deadline).await
