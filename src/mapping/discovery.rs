@@ -25,6 +25,7 @@ pub fn service_provider_config(mapping: &Mapping, caps: Capabilities, base_url: 
             && (r.ops.update.is_some() || r.members.is_some() || !r.actions.is_empty())
     });
     let filter = mapping.resources.iter().any(|r| r.ops.list.is_some());
+    let etag = mapping.resources.iter().any(|r| r.version.is_some());
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "patch": { "supported": patch },
@@ -32,7 +33,7 @@ pub fn service_provider_config(mapping: &Mapping, caps: Capabilities, base_url: 
         "filter": { "supported": filter, "maxResults": caps.max_results },
         "changePassword": { "supported": false },
         "sort": { "supported": false },
-        "etag": { "supported": false },
+        "etag": { "supported": etag },
         "authenticationSchemes": [{
             "type": "oauthbearertoken",
             "name": "OAuth Bearer Token",

@@ -1080,13 +1080,22 @@ pub async fn get_one(
     let attributes = parse_attr_list(params.attributes.as_deref())?;
     let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let doc = ctx.fetch_doc(&id).await?;
+    if let Some(tag) = etag(&doc) {
+        if precondition_matches(&headers, header::IF_NONE_MATCH, &tag) {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            set_etag(&mut response, &doc);
+            return Ok(response);
+        }
+    }
     let doc = ctx
         .with_members(doc, &id, attributes.as_deref(), &excluded)
         .await?;
-    Ok(scim_response(
+    let mut response = scim_response(
         StatusCode::OK,
-        &project(doc, attributes.as_deref(), &excluded),
-    ))
+        &project(doc.clone(), attributes.as_deref(), &excluded),
+    );
+    set_etag(&mut response, &doc);
+    Ok(response)
 }
 
 /// `POST /{endpoint}`: 201 with `Location`.
@@ -1167,6 +1176,7 @@ pub async fn create(
         .unwrap_or_default()
         .to_owned();
     let mut response = scim_response(StatusCode::CREATED, &doc);
+    set_etag(&mut response, &doc);
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -1186,6 +1196,7 @@ pub async fn replace(
     ctx.resource.validate_request(&request)?;
     let member_edit = ctx.requested_members(&request)?;
     let current = ctx.fetch_doc(&id).await?;
+    check_if_match(&headers, &current)?;
     ctx.check_unique(&request, Some((&id, &current))).await?;
     let actions = ctx.resource.actions_for(&current, &request)?;
     let body = ctx.resource.body_for(&request, WriteMode::Replace)?;
@@ -1200,7 +1211,9 @@ pub async fn replace(
     if ctx.resource.members.is_some() {
         doc = ctx.with_members(doc, &id, None, &[]).await?;
     }
-    Ok(scim_response(StatusCode::OK, &doc))
+    let mut response = scim_response(StatusCode::OK, &doc);
+    set_etag(&mut response, &doc);
+    Ok(response)
 }
 
 /// `PATCH /{endpoint}/{id}`: operations applied to the current SCIM document, then only the
@@ -1227,6 +1240,7 @@ pub async fn patch(
         ctx.check_member_values(&member_edit)?;
     }
     let current = ctx.fetch_doc(&id).await?;
+    check_if_match(&headers, &current)?;
     let mut updated = current.clone();
     apply(&mut updated, &ops, ctx.resource.as_ref())?;
     for a in ctx.resource.attributes.iter().filter(|a| a.required) {
@@ -1270,10 +1284,12 @@ pub async fn patch(
             .with_members(doc, &id, attributes.as_deref(), &excluded)
             .await?;
     }
-    Ok(scim_response(
+    let mut response = scim_response(
         StatusCode::OK,
-        &project(doc, attributes.as_deref(), &excluded),
-    ))
+        &project(doc.clone(), attributes.as_deref(), &excluded),
+    );
+    set_etag(&mut response, &doc);
+    Ok(response)
 }
 
 /// `DELETE /{endpoint}/{id}`: 204.
@@ -1291,6 +1307,9 @@ pub async fn delete(
         .delete
         .as_ref()
         .ok_or_else(|| not_supported("deletion"))?;
+    if headers.contains_key(header::IF_MATCH) {
+        check_if_match(&headers, &ctx.fetch_doc(&id).await?)?;
+    }
     ctx.send_ok_allow_empty(call, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -1407,4 +1426,53 @@ pub(super) async fn conflict_pause(attempt: u32) {
     let ceiling_ms = 5u64 << attempt.min(5);
     let pause = rand::rng().random_range(1..=ceiling_ms);
     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
+
+/// The resource's version (`meta.version`), when the mapping declares one.
+fn etag(doc: &Value) -> Option<&str> {
+    doc["meta"]["version"].as_str()
+}
+
+fn set_etag(response: &mut Response, doc: &Value) {
+    if let Some(v) = etag(doc).and_then(|t| HeaderValue::from_str(t).ok()) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+}
+
+/// Does an `If-Match`/`If-None-Match` header name this entity tag? `*` names any; tags
+/// compare weakly (RFC 9110 §8.8.3.2), since SCIM versions are weak.
+fn precondition_matches(headers: &HeaderMap, name: header::HeaderName, tag: &str) -> bool {
+    let strip = |t: &str| {
+        t.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_owned()
+    };
+    let want = strip(tag);
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || strip(t) == want)
+}
+
+/// RFC 7644 §3.14: a write with `If-Match` proceeds only on the current version.
+fn check_if_match(headers: &HeaderMap, current: &Value) -> Result<(), ScimError> {
+    if !headers.contains_key(header::IF_MATCH) {
+        return Ok(());
+    }
+    match etag(current) {
+        Some(tag) if precondition_matches(headers, header::IF_MATCH, tag) => Ok(()),
+        Some(_) => Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the resource has changed since that version was read",
+        )),
+        // Without versions there is nothing to compare; only `*` can hold.
+        None if precondition_matches(headers, header::IF_MATCH, "") => Ok(()),
+        None => Err(ScimError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "this resource type has no versions to match",
+        )),
+    }
 }
