@@ -101,7 +101,17 @@ async fn discovery_matches_the_mapping() {
     let (_, _, enterprise) = h.get(&format!("/Schemas/{ENTERPRISE}")).await;
     assert_eq!(names(&enterprise), ["department"]);
     let (_, _, group) = h.get(&format!("/Schemas/{GROUP_SCHEMA}")).await;
-    assert_eq!(names(&group), ["displayName", "members"]);
+    assert_eq!(names(&group), ["displayName", "externalId", "members"]);
+    // Teams have no external id: the common attribute is accepted and dropped (readOnly).
+    assert_eq!(attribute(&group, "externalId")["mutability"], "readOnly");
+    let members = attribute(&group, "members");
+    let reference = members["subAttributes"]
+        .as_array()
+        .expect("subs")
+        .iter()
+        .find(|s| s["name"] == "$ref")
+        .expect("$ref");
+    assert_eq!(reference["referenceTypes"], serde_json::json!(["User"]));
 
     // Every advertised top-level User attribute is really served by a read.
     let (_, _, list) = h.get("/Users?count=100").await;

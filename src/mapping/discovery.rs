@@ -86,6 +86,8 @@ struct AttrDoc {
     returned: &'static str,
     uniqueness: &'static str,
     canonical: Vec<Value>,
+    /// `referenceTypes` of a reference (resource type names; `external` when empty).
+    reference_types: Vec<Value>,
     subs: Vec<AttrDoc>,
 }
 
@@ -101,6 +103,7 @@ impl AttrDoc {
             returned: "default",
             uniqueness: "none",
             canonical: Vec::new(),
+            reference_types: Vec::new(),
             subs: Vec::new(),
         }
     }
@@ -134,7 +137,12 @@ impl AttrDoc {
         });
         if let Value::Object(map) = &mut v {
             if self.ty == AttrType::Reference {
-                map.insert("referenceTypes".into(), json!(["external"]));
+                let types = if self.reference_types.is_empty() {
+                    vec![json!("external")]
+                } else {
+                    self.reference_types.clone()
+                };
+                map.insert("referenceTypes".into(), Value::Array(types));
             }
             if !self.canonical.is_empty() {
                 map.insert(
@@ -231,7 +239,13 @@ fn attributes_of(mapping: &Mapping, schema: &str) -> Vec<AttrDoc> {
                     fill(parent.sub(leaf.unwrap_or("value"), a.def.ty));
                     for (k, v) in selector_terms(filter).unwrap_or_default() {
                         let d = parent.sub(&k, value_type(&v));
-                        d.mutability = mutability;
+                        // A boolean selector (`primary eq true`) is not a value a client
+                        // chooses: the mapping keeps exactly that one.
+                        d.mutability = if v.is_boolean() {
+                            Mutability::ReadOnly
+                        } else {
+                            mutability
+                        };
                         if v.is_string() && !d.canonical.contains(&v) {
                             d.canonical.push(v);
                         }
@@ -242,6 +256,17 @@ fn attributes_of(mapping: &Mapping, schema: &str) -> Vec<AttrDoc> {
                     }
                 }
             }
+        }
+        // `externalId` is common to every resource (RFC 7643 §3.1). Unmapped, it is accepted
+        // and dropped, which is what readOnly means to a client.
+        if core
+            && !r.attributes.iter().any(|a| {
+                a.scim.attr.urn.is_none() && a.scim.attr.name.eq_ignore_ascii_case("externalId")
+            })
+        {
+            let ext = top(&mut out, "externalId", AttrType::String);
+            ext.case_exact = true;
+            ext.mutability = Mutability::ReadOnly;
         }
         if core {
             if let Some(m) = &r.members {
@@ -257,7 +282,9 @@ fn attributes_of(mapping: &Mapping, schema: &str) -> Vec<AttrDoc> {
                 v.case_exact = true;
                 v.mutability = Mutability::Immutable;
                 members.sub("display", AttrType::String).mutability = Mutability::ReadOnly;
-                members.sub("$ref", AttrType::Reference).mutability = Mutability::Immutable;
+                let reference = members.sub("$ref", AttrType::Reference);
+                reference.mutability = Mutability::Immutable;
+                reference.reference_types = vec![json!(m.member_type)];
                 let t = members.sub("type", AttrType::String);
                 t.mutability = Mutability::Immutable;
                 t.canonical = vec![json!(m.member_type)];

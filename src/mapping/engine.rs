@@ -176,6 +176,27 @@ impl Resource {
                 format!("`schemas` must list {}", self.schema),
             ));
         }
+        self.validate_values(doc)?;
+        for a in self.attributes.iter().filter(|a| a.required) {
+            if scim_doc::get(doc, &a.scim).is_none() {
+                return Err(ScimError::bad_request(
+                    ScimType::InvalidValue,
+                    format!("{} is required", a.key),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every attribute a document carries is mapped or ignored (also after a
+    /// PATCH, so that a value no mapping selector takes is refused, not dropped).
+    pub fn validate_values(&self, doc: &Value) -> Result<(), ScimError> {
+        let Some(obj) = doc.as_object() else {
+            return Err(ScimError::bad_request(
+                ScimType::InvalidSyntax,
+                "the request body must be a JSON object",
+            ));
+        };
         for (key, value) in obj {
             if ["schemas", "id", "meta"]
                 .iter()
@@ -201,18 +222,17 @@ impl Resource {
             }
             self.check_mapped(None, key, value)?;
         }
-        for a in self.attributes.iter().filter(|a| a.required) {
-            if scim_doc::get(doc, &a.scim).is_none() {
-                return Err(ScimError::bad_request(
-                    ScimType::InvalidValue,
-                    format!("{} is required", a.key),
-                ));
-            }
-        }
         Ok(())
     }
 
     fn ignored(&self, urn: Option<&str>, name: &str, sub: Option<&str>) -> bool {
+        // `externalId` is common to every resource (RFC 7643 §3.1): unmapped, it is dropped.
+        if urn.is_none()
+            && name.eq_ignore_ascii_case("externalId")
+            && self.attrs_named(None, name).next().is_none()
+        {
+            return true;
+        }
         self.ignore.iter().any(|r| {
             r.filter.is_none()
                 && r.attr.urn.as_deref().map(str::to_ascii_lowercase)
@@ -280,7 +300,7 @@ impl Resource {
                 Ok(())
             }
             Value::Array(elements) => {
-                for element in elements {
+                for (index, element) in elements.iter().enumerate() {
                     let Some(fields) = element.as_object() else {
                         return Err(ScimError::bad_request(
                             ScimType::InvalidSyntax,
@@ -293,7 +313,7 @@ impl Resource {
                             a.scim
                                 .filter
                                 .as_ref()
-                                .is_some_and(|f| f.matches(element, &|_| false))
+                                .is_some_and(|f| scim_doc::selects(elements, index, f))
                         })
                         .collect();
                     if selected.is_empty() {
@@ -437,6 +457,35 @@ impl Resource {
             return Ok(None);
         }
         Ok(Some(body))
+    }
+
+    /// Refuses removals the upstream cannot represent: attributes written through actions
+    /// (`active` has no "unset"), enums with no value for "unassigned", and attributes that
+    /// share a required attribute's field.
+    pub fn check_removals(&self, before: &Value, after: &Value) -> Result<(), ScimError> {
+        for a in &self.attributes {
+            let removed =
+                scim_doc::get(before, &a.scim).is_some() && scim_doc::get(after, &a.scim).is_none();
+            if !removed {
+                continue;
+            }
+            let shares_required = a.yields_to.is_some_and(|w| self.attributes[w].required);
+            // An enum without a SCIM null has no upstream value for "unassigned".
+            let no_null = a
+                .enum_map
+                .as_ref()
+                .is_some_and(|m| !m.pairs.iter().any(|(s, _)| s.is_null()));
+            if a.via == WriteVia::Actions || shares_required || no_null {
+                return Err(ScimError::bad_request(
+                    ScimType::Mutability,
+                    format!(
+                        "{} cannot be removed here; replace it with another value",
+                        a.key
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Indexes of attributes whose value differs between two SCIM documents.
@@ -639,6 +688,24 @@ impl crate::scim::patch::PatchTarget for Resource {
 
     fn is_extension(&self, urn: &str) -> bool {
         self.extensions.iter().any(|x| x.eq_ignore_ascii_case(urn))
+    }
+
+    fn primary_only(&self, path: &crate::scim::filter::AttrRef) -> bool {
+        let mut named = self
+            .attrs_named(path.attr.urn.as_deref(), &path.attr.name)
+            .peekable();
+        named.peek().is_some()
+            && named.all(|a| {
+                a.scim
+                    .filter
+                    .as_ref()
+                    .and_then(scim_doc::selector_terms)
+                    .is_some_and(|t| {
+                        t.len() == 1
+                            && t[0].0.eq_ignore_ascii_case("primary")
+                            && t[0].1 == Value::Bool(true)
+                    })
+            })
     }
 
     fn classify(&self, path: &crate::scim::filter::AttrRef) -> crate::scim::patch::PathClass {

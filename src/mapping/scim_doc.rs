@@ -76,6 +76,27 @@ fn element_matches(element: &Value, filter: &Filter) -> bool {
     filter.matches(element, &|_| false)
 }
 
+/// Does `items[i]` match a selector? RFC 7643 §2.4 makes `primary` optional: a lone value
+/// without it is the primary one, so `primary eq true` selects it.
+pub fn selects(items: &[Value], i: usize, filter: &Filter) -> bool {
+    let element = &items[i];
+    if element_matches(element, filter) {
+        return true;
+    }
+    if items.len() != 1 {
+        return false;
+    }
+    let Some(obj) = element.as_object() else {
+        return false;
+    };
+    if get_ci(obj, "primary").is_some() {
+        return false;
+    }
+    let mut with_primary = obj.clone();
+    with_primary.insert("primary".into(), Value::Bool(true));
+    element_matches(&Value::Object(with_primary), filter)
+}
+
 /// Reads the attribute; `None` when absent or null.
 pub fn get(doc: &Value, r: &AttrRef) -> Option<Value> {
     let top = get_ci(container(doc, r)?, &r.attr.name)?;
@@ -86,7 +107,14 @@ pub fn get(doc: &Value, r: &AttrRef) -> Option<Value> {
         },
         Some(filter) => {
             let element = match top {
-                Value::Array(items) => items.iter().find(|e| element_matches(e, filter))?,
+                // Several elements may match a selector (a PATCH `add` appends): the
+                // newest, last one is the value.
+                Value::Array(items) => {
+                    let i = (0..items.len())
+                        .rev()
+                        .find(|&i| selects(items, i, filter))?;
+                    &items[i]
+                }
                 single if element_matches(single, filter) => single,
                 _ => return None,
             };
@@ -129,7 +157,7 @@ pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]
             let Some(items) = list.as_array_mut() else {
                 return;
             };
-            let index = match items.iter().position(|e| element_matches(e, filter)) {
+            let index = match (0..items.len()).rev().find(|&i| selects(items, i, filter)) {
                 Some(i) => i,
                 None => {
                     let element: Map<String, Value> = terms.into_iter().collect();

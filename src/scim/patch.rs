@@ -47,6 +47,10 @@ pub trait PatchTarget {
     fn is_extension(&self, urn: &str) -> bool;
     /// Classifies a (canonical, core URN stripped) path.
     fn classify(&self, path: &AttrRef) -> PathClass;
+    /// Does the resource keep only the primary value of this multi-valued attribute?
+    fn primary_only(&self, _path: &AttrRef) -> bool {
+        false
+    }
 }
 
 /// Entra ID sends `"Replace"`, `"Add"`, `"Remove"`; the RFC's names are lowercase.
@@ -162,7 +166,10 @@ fn split_no_path_value(
         }
         if target.is_extension(key) {
             if let Value::Object(inner) = v {
-                for (k, v2) in inner {
+                for (k, v2) in inner
+                    .iter()
+                    .filter(|(k, _)| !k.eq_ignore_ascii_case("schemas"))
+                {
                     let r = parse_key(&format!("{key}:{k}"))?;
                     out.push((r, v2.clone()));
                 }
@@ -172,6 +179,16 @@ fn split_no_path_value(
         out.push((parse_key(key)?, v.clone()));
     }
     Ok(out)
+}
+
+/// The extension schema URN a path names as a whole (`urn:…:enterprise:2.0:User`), if any.
+fn extension_urn(target: &dyn PatchTarget, path: &AttrRef) -> Option<String> {
+    let urn = path.attr.urn.as_deref()?;
+    if path.attr.sub.is_some() || path.filter.is_some() || path.sub.is_some() {
+        return None;
+    }
+    let full = format!("{urn}:{}", path.attr.name);
+    target.is_extension(&full).then_some(full)
 }
 
 fn parse_key(key: &str) -> Result<AttrRef, ScimError> {
@@ -194,7 +211,31 @@ fn canonical(target: &dyn PatchTarget, mut r: AttrRef) -> AttrRef {
 pub fn apply(doc: &mut Value, ops: &[PatchOp], target: &dyn PatchTarget) -> Result<(), ScimError> {
     for op in ops {
         let targets = match &op.path {
-            Some(p) => vec![(p.clone(), op.value.clone().unwrap_or(Value::Null))],
+            Some(p) => match extension_urn(target, p) {
+                // A path that is an extension schema URN addresses the whole extension.
+                Some(urn) => match (op.op, &op.value) {
+                    (OpKind::Remove, _) => {
+                        let whole = AttrRef {
+                            attr: super::filter::AttrPath {
+                                urn: None,
+                                name: urn,
+                                sub: None,
+                            },
+                            filter: None,
+                            sub: None,
+                        };
+                        scim_doc::remove(doc, &whole);
+                        continue;
+                    }
+                    (_, Some(value)) => {
+                        let mut wrapped = Map::new();
+                        wrapped.insert(urn, value.clone());
+                        split_no_path_value(target, &Value::Object(wrapped))?
+                    }
+                    (_, None) => Vec::new(),
+                },
+                None => vec![(p.clone(), op.value.clone().unwrap_or(Value::Null))],
+            },
             None => split_no_path_value(target, op.value.as_ref().unwrap_or(&Value::Null))?,
         };
         for (path, value) in targets {
@@ -214,6 +255,14 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp], target: &dyn PatchTarget) -> Resu
                         format!("{path} is not an attribute this gateway's mapping supports"),
                     ))
                 }
+            }
+            if op.op == OpKind::Add
+                && path.filter.is_none()
+                && path.attr.sub.is_none()
+                && target.primary_only(&path)
+            {
+                add_primary(doc, &path, value)?;
+                continue;
             }
             apply_one(doc, op.op, &path, value)?;
         }
@@ -257,6 +306,26 @@ fn apply_one(doc: &mut Value, op: OpKind, path: &AttrRef, value: Value) -> Resul
             Ok(())
         }
     }
+}
+
+/// `add` to a multi-valued attribute the resource keeps only the primary value of (one role,
+/// say): the added value becomes the primary (RFC 7643 §2.4 allows one), replacing the old.
+fn add_primary(doc: &mut Value, path: &AttrRef, value: Value) -> Result<(), ScimError> {
+    let mut items = match value {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    let Some(Value::Object(last)) = items.last_mut() else {
+        return Err(ScimError::bad_request(
+            ScimType::InvalidValue,
+            format!("{path} takes objects"),
+        ));
+    };
+    // `primary` is read-only here: whatever was sent, the kept value is the primary one.
+    last.insert("primary".into(), Value::Bool(true));
+    let newest = items.pop().unwrap_or(Value::Null);
+    scim_doc::set(doc, path, Value::Array(vec![newest]), &[]);
+    Ok(())
 }
 
 fn merge(into: &mut Map<String, Value>, given: Map<String, Value>) {
@@ -369,6 +438,11 @@ mod tests {
                 json!([{"op": "add", "value": {"id": "1", "password": "x",
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D"}}}]),
                 json!({"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "R&D"}}),
+            ),
+            // A whole extension addressed by its URN.
+            (
+                json!([{"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User", "value": {"department": "Ops"}}]),
+                json!({"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "Ops"}}),
             ),
             // URN-qualified core path.
             (
