@@ -1,4 +1,5 @@
-//! The `scimgate` command line: `serve`, `demo`, `check`, `hash-token`, `health`, `schema`.
+//! The `scimgate` command line: `serve`, `demo`, `check`, `explain`, `test`, `hash-token`,
+//! `health`, `schema`.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -66,6 +67,34 @@ enum Command {
     },
     /// Print the JSON Schema of mapping files (docs/mapping.schema.json).
     Schema,
+    /// Dry run of one SCIM request: the upstream calls the mapping makes, in order, and the
+    /// SCIM answer, against a made-up upstream (nothing is sent anywhere).
+    Explain {
+        #[command(flatten)]
+        common: Common,
+        /// SCIM method: GET, POST, PUT, PATCH, DELETE.
+        method: String,
+        /// Path relative to the SCIM base path, query included (`/Users/1042`,
+        /// `'/Users?filter=userName eq "ada@example.com"'`).
+        path: String,
+        /// JSON file with the SCIM request body (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// A tenant field of the SCIM key (repeatable); fields not given are `1`.
+        #[arg(long = "tenant", value_name = "KEY=VALUE")]
+        tenant: Vec<String>,
+        /// Print one JSON object (`calls`, `response`) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run mapping test fixtures offline: each SCIM request through the gateway against
+    /// canned upstream answers, checking the calls made and the SCIM answer.
+    Test {
+        #[command(flatten)]
+        common: Common,
+        /// A fixture file or a directory of them (default: `tests/` in the mapping directory).
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Entry point of the binary.
@@ -86,6 +115,15 @@ pub fn main() -> ExitCode {
             url,
             timeout,
         } => health(&common, url, timeout),
+        Command::Explain {
+            common,
+            method,
+            path,
+            body,
+            tenant,
+            json,
+        } => explain(&common, method, path, body, &tenant, json),
+        Command::Test { common, dir } => mapping_tests(&common, dir),
         Command::Schema => {
             use std::io::Write;
             match writeln!(std::io::stdout(), "{}", mapping_schema()) {
@@ -146,11 +184,128 @@ fn drop_null(schema: &mut serde_json::Value) {
     }
 }
 
+/// The upstream URL to print in `explain`, when one is configured (in the file or the
+/// environment); the built-in default is not a real upstream, so it is not shown.
+fn configured_upstream_url(common: &Common, config: &Config) -> Option<String> {
+    if std::env::var_os("SCIMGATE_UPSTREAM__URL").is_some() {
+        return Some(config.upstream.url.clone());
+    }
+    let text = std::fs::read_to_string(&common.config).ok()?;
+    let file: toml::Value = toml::from_str(&text).ok()?;
+    file.get("upstream")?.get("url")?;
+    Some(config.upstream.url.clone())
+}
+
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))
+}
+
+fn explain(
+    common: &Common,
+    method: String,
+    path: String,
+    body: Option<PathBuf>,
+    tenant: &[String],
+    json: bool,
+) -> ExitCode {
+    let run = || -> anyhow::Result<String> {
+        let config = load_config(common)?;
+        let mapping = load_dir(&config.mappings).map_err(|e| {
+            anyhow::anyhow!("mapping errors in {}:\n{e}", config.mappings.display())
+        })?;
+        let body = match body {
+            None => None,
+            Some(file) => {
+                let text = if file.as_os_str() == "-" {
+                    let mut text = String::new();
+                    std::io::stdin().read_to_string(&mut text)?;
+                    text
+                } else {
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                };
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", file.display()))?,
+                )
+            }
+        };
+        let tenant = tenant
+            .iter()
+            .map(|t| crate::fixture::parse_tenant_arg(t))
+            .collect::<anyhow::Result<_>>()?;
+        let request = crate::fixture::explain::Request {
+            method,
+            path,
+            body,
+            tenant,
+            upstream_url: configured_upstream_url(common, &config),
+        };
+        let explained = current_thread_runtime()?
+            .block_on(crate::fixture::explain::explain(&config, mapping, request))?;
+        Ok(if json {
+            serde_json::to_string_pretty(&explained.to_json())? + "\n"
+        } else {
+            explained.to_text()
+        })
+    };
+    match run() {
+        Ok(text) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Err(e) => {
+            eprintln!("scimgate explain: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mapping_tests(common: &Common, dir: Option<PathBuf>) -> ExitCode {
+    let run = || -> anyhow::Result<crate::fixture::runner::Summary> {
+        let config = load_config(common)?;
+        let sources = crate::mapping::read_dir_sources(&config.mappings)
+            .map_err(|e| anyhow::anyhow!("cannot read {}:\n{e}", config.mappings.display()))?;
+        // One compile up front, so a broken mapping is one clear error, not one per fixture.
+        load_sources(&sources).map_err(|e| {
+            anyhow::anyhow!("mapping errors in {}:\n{e}", config.mappings.display())
+        })?;
+        let root = dir.unwrap_or_else(|| config.mappings.join("tests"));
+        let mut out = std::io::stdout();
+        current_thread_runtime()?.block_on(crate::fixture::runner::run_all(
+            &config, &sources, &root, &mut out,
+        ))
+    };
+    match run() {
+        Ok(summary) if summary.failed == 0 => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("scimgate test: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn health(common: &Common, url: Option<String>, timeout: u64) -> ExitCode {
-    let url = match url {
-        Some(u) => u,
+    // With HTTPS configured, the default check speaks HTTPS to its own loopback listener
+    // without verifying the certificate (made out to the public name, not to 127.0.0.1):
+    // it sends nothing secret and only asks whether the process answers.
+    let (url, own_tls) = match url {
+        Some(u) => (u, false),
         None => match load_config(common) {
-            Ok(config) => server::health::default_health_url(&config.listen),
+            Ok(config) => {
+                let url = server::health::default_health_url(&config.listen);
+                match config.tls.paths() {
+                    Some(_) => (url.replacen("http://", "https://", 1), true),
+                    None => (url, false),
+                }
+            }
             Err(e) => {
                 eprintln!("scimgate health: {e:#}");
                 return ExitCode::FAILURE;
@@ -167,10 +322,13 @@ fn health(common: &Common, url: Option<String>, timeout: u64) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::health::check(
-        &url,
-        std::time::Duration::from_secs(timeout.max(1)),
-    )) {
+    let timeout = std::time::Duration::from_secs(timeout.max(1));
+    let checked = if own_tls {
+        runtime.block_on(check_own_https(&url, timeout))
+    } else {
+        runtime.block_on(server::health::check(&url, timeout))
+    };
+    match checked {
         Ok(()) => {
             println!("ok: {url}");
             ExitCode::SUCCESS
@@ -179,6 +337,27 @@ fn health(common: &Common, url: Option<String>, timeout: u64) -> ExitCode {
             eprintln!("scimgate health: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `scimgate health` against the gateway's own HTTPS listener on loopback.
+async fn check_own_https(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {}", response.status().as_u16()))
     }
 }
 
@@ -320,6 +499,7 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     let admin = spawn_admin(&gateway, &admin_listen).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
+        scheme = if gateway.config.tls.paths().is_some() { "https" } else { "http" },
         admin_listen = %admin.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         mapping = %hash,
         "scimgate serving"
@@ -384,9 +564,17 @@ async fn demo(
     config.upstream.url = format!("http://{upstream_addr}");
     config.upstream.token = Some(service_token);
     config.auth.mode = AuthMode::Introspect;
+    // The per-tenant rate limit protects a real app; the demo's in-memory one needs none,
+    // and conformance tools run against the demo at full speed.
+    config.limits.rate_per_second = 0;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let base = format!("http://{addr}{}", config.base_path_trimmed());
+    let scheme = if config.tls.paths().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{addr}{}", config.base_path_trimmed());
     let admin_listen = admin_listen.unwrap_or_else(|| config.admin_listen.clone());
     let gateway = Gateway::new(config, mapping)?;
     // The demo runs beside other things: a busy admin port is a warning, not a failure.

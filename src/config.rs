@@ -29,6 +29,30 @@ pub struct Config {
     pub limits: Limits,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// HTTPS on the SCIM listener (off unless both files are named).
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// Terminating HTTPS in the gateway. Both paths or neither; the files are re-read when
+/// they change, so a renewed certificate needs no restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate and key paths, when HTTPS is on.
+    pub fn paths(&self) -> Option<(&Path, &Path)> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        }
+    }
 }
 
 /// The upstream web app.
@@ -41,6 +65,23 @@ pub struct UpstreamConfig {
     /// Per upstream call.
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// Most upstream calls in flight at once, over all SCIM requests.
+    pub max_concurrent: usize,
+    /// How long a call waits for one of those slots before the SCIM request gets a 503.
+    pub queue_wait_ms: u64,
+    /// Most retries of one safe call (GET/HEAD on transient failures; PUT/DELETE only when
+    /// no connection could be made; POST and PATCH never). 0 disables retries.
+    pub retries: u32,
+    /// First retry pause; each further retry doubles it (with jitter), at most 2 s.
+    pub retry_backoff_ms: u64,
+    /// Retries allowed as a percentage of calls (plus a small reserve), so that retries
+    /// cannot multiply the load on an upstream that is already failing.
+    pub retry_budget_percent: u32,
+    /// Consecutive connection failures or timeouts that open the circuit breaker; 0
+    /// disables it.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls fast before letting one probe through.
+    pub breaker_cooldown_ms: u64,
 }
 
 /// How SCIM bearer tokens are checked.
@@ -87,6 +128,23 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Largest `count` served in one list page; larger requests are clamped.
     pub max_results: usize,
+    /// Time one SCIM request may take in all, upstream calls included (504 after it).
+    pub request_timeout_ms: u64,
+    /// Longest request target, path and query (414 above).
+    pub url_bytes: usize,
+    /// Most header bytes, names and values together (431 above).
+    pub header_bytes: usize,
+    /// Most operations in one PATCH request (413 above).
+    pub patch_operations: usize,
+    /// Most distinct members one request may name (413 above).
+    pub members_per_request: usize,
+    /// Requests per second each tenant may make (token bucket refill); 0 disables the
+    /// rate limit.
+    pub rate_per_second: u32,
+    /// Requests a tenant may make at once after being idle (token bucket size).
+    pub burst: u32,
+    /// Most tenants whose buckets are remembered; idle (full) buckets go first.
+    pub rate_buckets: u64,
 }
 
 impl Default for Config {
@@ -102,6 +160,13 @@ impl Default for Config {
                 token: None,
                 timeout_ms: 10_000,
                 connect_timeout_ms: 2_000,
+                max_concurrent: 128,
+                queue_wait_ms: 1_000,
+                retries: 2,
+                retry_backoff_ms: 50,
+                retry_budget_percent: 10,
+                breaker_failures: 5,
+                breaker_cooldown_ms: 5_000,
             },
             auth: AuthConfig {
                 mode: AuthMode::Introspect,
@@ -113,8 +178,17 @@ impl Default for Config {
             limits: Limits {
                 body_bytes: 1024 * 1024,
                 max_results: 100,
+                request_timeout_ms: 55_000,
+                url_bytes: 16 * 1024,
+                header_bytes: 16 * 1024,
+                patch_operations: 1_000,
+                members_per_request: 10_000,
+                rate_per_second: 100,
+                burst: 200,
+                rate_buckets: 10_000,
             },
             log_format: "text".into(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -156,6 +230,37 @@ impl Config {
         }
         if self.limits.max_results == 0 {
             return invalid("limits.max_results must be at least 1".into());
+        }
+        for (name, value) in [
+            ("limits.request_timeout_ms", self.limits.request_timeout_ms),
+            ("limits.url_bytes", self.limits.url_bytes as u64),
+            ("limits.header_bytes", self.limits.header_bytes as u64),
+            (
+                "limits.patch_operations",
+                self.limits.patch_operations as u64,
+            ),
+            (
+                "limits.members_per_request",
+                self.limits.members_per_request as u64,
+            ),
+            ("limits.rate_buckets", self.limits.rate_buckets),
+            (
+                "upstream.max_concurrent",
+                self.upstream.max_concurrent as u64,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be at least 1"));
+            }
+        }
+        if self.limits.rate_per_second > 0 && self.limits.burst == 0 {
+            return invalid("limits.burst must be at least 1 when rate_per_second is set".into());
+        }
+        if self.upstream.retry_budget_percent > 100 {
+            return invalid("upstream.retry_budget_percent must be at most 100".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls.cert and tls.key must be given together".into());
         }
         for key in &self.auth.static_keys {
             if key.sha256.len() != 64 || hex::decode(&key.sha256).is_err() {
@@ -215,6 +320,50 @@ mod tests {
             assert_eq!(c.auth.cache_ttl_s, 60);
             assert_eq!(c.base_path, "/scim/v2");
             assert_eq!(c.admin_listen, "0.0.0.0:9191");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_resilience_and_tls_keys() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(Path::new("config.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.request_timeout_ms, 55_000);
+            assert_eq!(c.limits.patch_operations, 1_000);
+            assert_eq!(c.limits.members_per_request, 10_000);
+            assert_eq!((c.limits.rate_per_second, c.limits.burst), (100, 200));
+            assert_eq!(c.upstream.retries, 2);
+            assert!(c.tls.paths().is_none());
+            jail.create_file(
+                "config.toml",
+                "[limits]\nrate_per_second = 5\nurl_bytes = 4096\n[upstream]\nbreaker_failures = 0\n[tls]\ncert = \"/etc/tls.crt\"\nkey = \"/etc/tls.key\"\n",
+            )?;
+            jail.set_env("SCIMGATE_LIMITS__BURST", "9");
+            jail.set_env("SCIMGATE_UPSTREAM__MAX_CONCURRENT", "16");
+            jail.set_env("SCIMGATE_TLS__KEY", "/run/secrets/tls.key");
+            let c = Config::load(Path::new("config.toml")).map_err(|e| e.to_string())?;
+            assert_eq!((c.limits.rate_per_second, c.limits.burst), (5, 9));
+            assert_eq!(c.limits.url_bytes, 4096);
+            assert_eq!(c.upstream.breaker_failures, 0);
+            assert_eq!(c.upstream.max_concurrent, 16);
+            assert_eq!(
+                c.tls.paths(),
+                Some((Path::new("/etc/tls.crt"), Path::new("/run/secrets/tls.key")))
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            for bad in [
+                "[tls]\ncert = \"/etc/tls.crt\"\n",
+                "[limits]\npatch_operations = 0\n",
+                "[limits]\nrate_per_second = 10\nburst = 0\n",
+                "[upstream]\nmax_concurrent = 0\n",
+                "[upstream]\nretry_budget_percent = 150\n",
+                "[tls]\ncertificate = \"x\"\n",
+            ] {
+                jail.create_file("config.toml", bad)?;
+                assert!(Config::load(Path::new("config.toml")).is_err(), "{bad}");
+            }
             Ok(())
         });
     }

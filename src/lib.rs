@@ -7,11 +7,14 @@
 //! - [`server`]: HTTP routing, authentication, the SCIM operations.
 //! - [`config`]: `config.toml` and `SCIMGATE_*` settings.
 //! - [`demo`]: an in-memory implementation of the Blacksmith API for `scimgate demo` and tests.
+//! - [`fixture`]: the gateway run in-process against a made-up or scripted upstream, for
+//!   `scimgate explain` and `scimgate test`.
 //! - [`cli`]: the command line.
 
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod fixture;
 pub mod mapping;
 pub mod scim;
 pub mod server;

@@ -229,6 +229,7 @@ impl Ctx {
     /// Checks the shape of every member value the edit names, before any call.
     pub(super) fn check_member_values(&self, edit: &MemberEdit) -> Result<(), ScimError> {
         let spec = self.members_spec()?;
+        super::limits::check_members(&self.gateway.config.limits, edit.values().count())?;
         // Integer ids must also fit the 64-bit integer a `{member.value:int}` body renders,
         // or the member call itself fails and a bad value becomes a 502.
         let fits = |v: &str| spec.member_id != IdKind::Integer || v.parse::<i64>().is_ok();

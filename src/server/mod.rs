@@ -4,11 +4,13 @@
 pub mod auth;
 mod discovery;
 pub mod health;
+pub mod limits;
 mod members;
 pub mod observe;
 pub mod reload;
 pub mod request;
 pub mod resource;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -39,6 +42,8 @@ pub struct Gateway {
     pub metrics: Arc<observe::Metrics>,
     /// The cached upstream reachability answer of `/readyz`.
     pub readiness: health::Readiness,
+    /// Per-tenant token buckets (`limits.rate_per_second`, `limits.burst`).
+    pub rate_limiter: limits::RateLimiter,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -50,13 +55,25 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Builds the gateway from a loaded configuration and a compiled mapping.
     pub fn new(config: Config, mapping: Mapping) -> anyhow::Result<Arc<Gateway>> {
+        use std::time::Duration;
+        let u = &config.upstream;
         let upstream = Upstream::new(&crate::upstream::UpstreamSettings {
-            url: config.upstream.url.clone(),
-            token: config.upstream.token.clone(),
-            timeout: std::time::Duration::from_millis(config.upstream.timeout_ms),
-            connect_timeout: std::time::Duration::from_millis(config.upstream.connect_timeout_ms),
+            url: u.url.clone(),
+            token: u.token.clone(),
+            timeout: Duration::from_millis(u.timeout_ms),
+            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+            policy: crate::upstream::resilience::Policy {
+                max_concurrent: u.max_concurrent,
+                queue_wait: Duration::from_millis(u.queue_wait_ms),
+                retries: u.retries,
+                retry_backoff: Duration::from_millis(u.retry_backoff_ms),
+                retry_budget_percent: u.retry_budget_percent,
+                breaker_failures: u.breaker_failures,
+                breaker_cooldown: Duration::from_millis(u.breaker_cooldown_ms),
+            },
         })?;
         let auth = Authenticator::new(&config.auth, &mapping)?;
+        let rate_limiter = limits::RateLimiter::new(&config.limits);
         Ok(Arc::new(Gateway {
             mapping: ArcSwap::from_pointee(mapping),
             upstream,
@@ -64,6 +81,7 @@ impl Gateway {
             config,
             metrics: Arc::new(observe::Metrics::new()),
             readiness: health::Readiness::default(),
+            rate_limiter,
         }))
     }
 }
@@ -84,6 +102,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/{endpoint}/.search",
             axum::routing::post(resource::search_post),
         )
+        .route("/.search", axum::routing::post(resource::search_all))
         .route(
             "/{endpoint}/{id}",
             get(resource::get_one)
@@ -112,6 +131,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
         .layer(middleware::from_fn(scim_errors_for_framework_rejections))
+        // URL and header sizes before anything else, then the request's deadline.
+        .layer(middleware::from_fn_with_state(
+            gateway.clone(),
+            limits::inbound,
+        ))
         .merge(probes)
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
@@ -120,15 +144,28 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// Binds and serves until the process is told to stop.
+/// Serves the SCIM API on `listener` until the process is told to stop: HTTPS when
+/// `tls.cert` and `tls.key` are configured (a pair that does not load is an error at once;
+/// later changes to the files are picked up), plain HTTP otherwise.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
-    let app = router(gateway);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    let app = router(gateway.clone());
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    match gateway.config.tls.paths() {
+        None => {
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        Some((cert, key)) => {
+            let store = tls::CertStore::load(cert, key).map_err(std::io::Error::other)?;
+            store.watch(tls::POLL_INTERVAL);
+            // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>`.
+            let listener = tls::TlsListener::new(listener, store)?.tap_io(|_| {});
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    }
 }
 
 /// Serves the admin listener (`/metrics`) until the process is told to stop.
@@ -196,6 +233,13 @@ async fn authenticate(
     {
         Ok(tenant) => {
             observe::set_tenant(&tenant, &mapping.tenant_fields);
+            if let Err(e) = gateway
+                .rate_limiter
+                .admit(&tenant, &mapping.tenant_fields)
+                .await
+            {
+                return e.into_response();
+            }
             request.extensions_mut().insert::<Arc<Tenant>>(tenant);
             next.run(request).await
         }

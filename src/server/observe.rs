@@ -632,12 +632,14 @@ pub fn admin_router(gateway: Arc<Gateway>) -> Router {
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     let hash = gateway.mapping.load().hash.clone();
+    let mut text = gateway.metrics.render(&hash);
+    text.push_str(&super::limits::render_metrics(&gateway).await);
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        gateway.metrics.render(&hash),
+        text,
     )
         .into_response()
 }

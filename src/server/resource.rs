@@ -207,6 +207,11 @@ impl Ctx {
                     err.retry_after = Some(5);
                     err
                 }
+                UpstreamError::Unavailable { why, retry_after } => {
+                    let mut err = ScimError::new(StatusCode::SERVICE_UNAVAILABLE, why);
+                    err.retry_after = Some(retry_after);
+                    err
+                }
                 UpstreamError::BadBody(why) => ScimError::bad_gateway(format!(
                     "the upstream answer to {} could not be read: {why}",
                     call.route
@@ -961,6 +966,76 @@ pub async fn search_post(
 
 /// A ListResponse for one resource type.
 async fn search(ctx: &Ctx, params: ListParams) -> Result<Response, ScimError> {
+    let (resources, total, start_index) = search_docs(ctx, &params, None).await?;
+    Ok(list_response(resources, total, start_index))
+}
+
+fn list_response(resources: Vec<Value>, total: u64, start_index: usize) -> Response {
+    scim_response(
+        StatusCode::OK,
+        &json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start_index,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    )
+}
+
+/// `POST /.search` (RFC 7644 §3.4.3): one search over every resource type that lists,
+/// results in resource-type order. A type whose attributes the filter does not name
+/// contributes nothing.
+pub async fn search_all(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(tenant): Extension<Arc<Tenant>>,
+    headers: HeaderMap,
+    ScimJson(request): ScimJson,
+) -> Result<Response, ScimError> {
+    let params = ListParams::from_search_request(&request)?;
+    let max = gateway.config.limits.max_results;
+    let start_index = parse_index(params.start_index.as_deref(), "startIndex")?
+        .unwrap_or(1)
+        .max(1) as usize;
+    let count = parse_index(params.count.as_deref(), "count")?
+        .map_or(max, |c| c.clamp(0, max as i64) as usize);
+    let mapping = gateway.mapping.load_full();
+    let mut all = Vec::new();
+    let mut total = 0;
+    for resource in mapping.resources.iter().filter(|r| r.ops.list.is_some()) {
+        let ctx = ctx(
+            gateway.clone(),
+            &resource.endpoint,
+            tenant.clone(),
+            &headers,
+        )?;
+        // Each type's first `start_index - 1 + count` results are enough to cut the window.
+        let window = start_index - 1 + count;
+        match search_docs(&ctx, &params, Some((1, window))).await {
+            Ok((docs, t, _)) => {
+                total += t;
+                all.extend(docs);
+            }
+            Err(e)
+                if e.scim_type == Some(ScimType::InvalidFilter)
+                    && params
+                        .filter
+                        .as_deref()
+                        .is_some_and(|f| parse_filter(f).is_ok()) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let resources = all.into_iter().skip(start_index - 1).take(count).collect();
+    Ok(list_response(resources, total, start_index))
+}
+
+/// Runs a list query: the projected resources, the total, and the start index answered.
+/// `window` overrides the request's startIndex and count.
+async fn search_docs(
+    ctx: &Ctx,
+    params: &ListParams,
+    window: Option<(usize, usize)>,
+) -> Result<(Vec<Value>, u64, usize), ScimError> {
     let call = ctx
         .resource
         .ops
@@ -973,6 +1048,7 @@ async fn search(ctx: &Ctx, params: ListParams) -> Result<Response, ScimError> {
         .max(1) as usize;
     let count = parse_index(params.count.as_deref(), "count")?
         .map_or(max, |c| c.clamp(0, max as i64) as usize);
+    let (start_index, count) = window.unwrap_or((start_index, count));
     let attributes = parse_attr_list(params.attributes.as_deref())?;
     let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let filter: Option<Filter> = match params.filter.as_deref() {
@@ -1055,16 +1131,7 @@ async fn search(ctx: &Ctx, params: ListParams) -> Result<Response, ScimError> {
         .into_iter()
         .map(|d| project(d, attributes.as_deref(), &excluded))
         .collect();
-    Ok(scim_response(
-        StatusCode::OK,
-        &json!({
-            "schemas": [LIST_SCHEMA],
-            "totalResults": total,
-            "startIndex": start_index,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
-    ))
+    Ok((resources, total, start_index))
 }
 
 /// `GET /{endpoint}/{id}`.
@@ -1081,7 +1148,7 @@ pub async fn get_one(
     let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let doc = ctx.fetch_doc(&id).await?;
     if let Some(tag) = etag(&doc) {
-        if precondition_matches(&headers, header::IF_NONE_MATCH, &tag) {
+        if precondition_matches(&headers, header::IF_NONE_MATCH, tag) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             set_etag(&mut response, &doc);
             return Ok(response);
@@ -1231,6 +1298,7 @@ pub async fn patch(
     let attributes = parse_attr_list(params.attributes.as_deref())?;
     let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let ops = parse_patch(&request)?;
+    super::limits::check_patch_operations(&ctx.gateway.config.limits, ops.len())?;
     let (ops, member_edit) = if ctx.resource.members.is_some() {
         split_member_ops(ops)?
     } else {
@@ -1243,6 +1311,8 @@ pub async fn patch(
     check_if_match(&headers, &current)?;
     let mut updated = current.clone();
     apply(&mut updated, &ops, ctx.resource.as_ref())?;
+    ctx.resource.validate_values(&updated)?;
+    ctx.resource.check_removals(&current, &updated)?;
     for a in ctx.resource.attributes.iter().filter(|a| a.required) {
         if crate::mapping::scim_doc::get(&updated, &a.scim).is_none() {
             return Err(ScimError::bad_request(

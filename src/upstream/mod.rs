@@ -2,7 +2,15 @@
 //! the configured origin and a mapping's path template, service credential attached here.
 //! Every call carries the SCIM request's `X-Request-Id` and is counted by its mapped route
 //! (the path template, never the concrete URL).
+//!
+//! Every call passes through [`resilience`]: a cap on calls in flight, a circuit breaker,
+//! and retries of the calls that are safe to repeat, within a retry budget and the SCIM
+//! request's deadline.
 
+pub mod resilience;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -11,6 +19,7 @@ use url::Url;
 
 use crate::mapping::template::{RenderError, Vars};
 use crate::mapping::Call;
+use resilience::{Attempt, Guard, Policy, Retry};
 
 /// Upstream bodies larger than this are refused rather than buffered.
 const MAX_UPSTREAM_BODY: usize = 32 * 1024 * 1024;
@@ -26,6 +35,10 @@ pub enum UpstreamError {
     BadBody(String),
     #[error("cannot build the upstream URL: {0}")]
     Render(#[from] RenderError),
+    /// The gateway did not send the call: too many calls in flight, or the circuit breaker
+    /// is open. `retry_after` is in seconds.
+    #[error("{why}")]
+    Unavailable { why: String, retry_after: u64 },
 }
 
 /// A received upstream answer.
@@ -47,6 +60,8 @@ pub struct Upstream {
     /// The base URL's path without its trailing `/`, prefixed to every call's path.
     prefix: String,
     token: Option<HeaderValue>,
+    /// Concurrency cap, breaker and retry budget, shared by every clone.
+    guard: Arc<Guard>,
 }
 
 /// Settings the client is built from.
@@ -57,6 +72,8 @@ pub struct UpstreamSettings {
     pub token: Option<String>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Concurrency cap, retries and circuit breaker.
+    pub policy: Policy,
 }
 
 impl Upstream {
@@ -74,6 +91,9 @@ impl Upstream {
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            // Connections in use never exceed the calls in flight; idle ones are kept up to
+            // the same number.
+            .pool_max_idle_per_host(settings.policy.max_concurrent)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let token = match &settings.token {
@@ -91,6 +111,7 @@ impl Upstream {
             base,
             prefix,
             token,
+            guard: Arc::new(Guard::new(settings.policy.clone())),
         })
     }
 
@@ -128,6 +149,8 @@ impl Upstream {
 
     /// Sends one call. `body` is the rendered body (if any); `headers` are extra headers
     /// (the SCIM key's id for the upstream's audit log, `If-Match` for conditional writes).
+    /// Safe calls are retried on transient failures (see [`resilience::Retry`]); each
+    /// attempt is counted in the metrics.
     pub async fn send(
         &self,
         call: &Call,
@@ -137,38 +160,87 @@ impl Upstream {
         headers: &[(&HeaderName, &str)],
     ) -> Result<Response, UpstreamError> {
         let url = self.url_for(call, vars, query)?;
-        let mut request = self
-            .client
-            .request(call.method.clone(), url)
-            .header(http::header::ACCEPT, "application/json");
-        if let Some(token) = &self.token {
-            request = request.header(http::header::AUTHORIZATION, token.clone());
-        }
-        for (name, value) in headers {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                request = request.header((*name).clone(), v);
+        let body = body.map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+        let request_id = crate::server::observe::request_id();
+        let build = || {
+            let mut request = self
+                .client
+                .request(call.method.clone(), url.clone())
+                .header(http::header::ACCEPT, "application/json");
+            if let Some(token) = &self.token {
+                request = request.header(http::header::AUTHORIZATION, token.clone());
             }
-        }
-        if let Some(id) = crate::server::observe::request_id() {
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                request = request.header(crate::server::observe::REQUEST_ID, v);
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    request = request.header((*name).clone(), v);
+                }
             }
-        }
-        if let Some(b) = body {
-            request = request
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(b).unwrap_or_default());
-        }
-        let started = std::time::Instant::now();
-        let received = receive(request).await;
-        let status_label = match &received {
-            Ok((status, _, _)) => status.as_str().to_owned(),
-            Err(UpstreamError::Timeout) => "timeout".to_owned(),
-            Err(UpstreamError::BadBody(_)) => "bad_body".to_owned(),
-            Err(_) => "unreachable".to_owned(),
+            if let Some(id) = &request_id {
+                if let Ok(v) = HeaderValue::from_str(id) {
+                    request = request.header(crate::server::observe::REQUEST_ID, v);
+                }
+            }
+            if let Some(b) = &body {
+                request = request
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(b.clone());
+            }
+            request
         };
-        crate::server::observe::record_upstream(&call.route, &status_label, started.elapsed());
-        let (status, headers, bytes) = received?;
+        let retry = Retry::of(&call.method);
+        let policy = &self.guard.policy;
+        self.guard.budget.deposit();
+        let mut retries = 0;
+        let received = loop {
+            let (slot, ticket) =
+                self.guard
+                    .enter()
+                    .await
+                    .map_err(|r| UpstreamError::Unavailable {
+                        why: r.why,
+                        retry_after: r.retry_after,
+                    })?;
+            let started = std::time::Instant::now();
+            let received = receive(build()).await;
+            let attempt = match &received {
+                Ok((status, _, _)) => Attempt::Answered(*status),
+                Err((attempt, _)) => *attempt,
+            };
+            ticket.finish(attempt);
+            drop(slot);
+            let status_label = match &received {
+                Ok((status, _, _)) => status.as_str().to_owned(),
+                Err((_, UpstreamError::Timeout)) => "timeout".to_owned(),
+                Err((_, UpstreamError::BadBody(_))) => "bad_body".to_owned(),
+                Err(_) => "unreachable".to_owned(),
+            };
+            crate::server::observe::record_upstream(&call.route, &status_label, started.elapsed());
+            tracing::debug!(route = %call.route, status = %status_label, elapsed_ms = started.elapsed().as_millis() as u64, "upstream call");
+            if retries >= policy.retries || !retry.allows(attempt) {
+                break received;
+            }
+            // A 503 that asks for a longer pause than retries take is passed on as it is.
+            let asked = match &received {
+                Ok((_, headers, _)) => retry_after_secs(headers).map(Duration::from_secs),
+                Err(_) => None,
+            };
+            if asked.is_some_and(|a| a > resilience::MAX_BACKOFF) {
+                break received;
+            }
+            let pause = resilience::backoff(policy.retry_backoff, retries + 1)
+                .max(asked.unwrap_or_default());
+            // No retry that the SCIM request's deadline would cut short.
+            let fits = crate::server::limits::time_left()
+                .is_none_or(|left| left > pause + Duration::from_millis(50));
+            if !fits || !self.guard.budget.withdraw() {
+                break received;
+            }
+            retries += 1;
+            self.guard.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(route = %call.route, status = %status_label, retry = retries, pause_ms = pause.as_millis() as u64, "retrying upstream call");
+            tokio::time::sleep(pause).await;
+        };
+        let (status, headers, bytes) = received.map_err(|(_, e)| e)?;
         let (body, unparsable) = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             (Value::Null, false)
         } else {
@@ -177,13 +249,17 @@ impl Upstream {
                 Err(_) => (Value::Null, true),
             }
         };
-        tracing::debug!(route = %call.route, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "upstream call");
         Ok(Response {
             status,
             headers,
             body,
             unparsable,
         })
+    }
+
+    /// The shared resilience state (concurrency, breaker, retry budget), for metrics.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 }
 
@@ -219,34 +295,77 @@ impl Upstream {
     }
 }
 
+/// What [`receive`] gives: the answer, or how the attempt failed and the error for it.
+type Received = Result<(StatusCode, HeaderMap, bytes::Bytes), (Attempt, UpstreamError)>;
+
 /// Sends a prepared request and reads the whole answer (bounded).
-async fn receive(
-    request: reqwest::RequestBuilder,
-) -> Result<(StatusCode, HeaderMap, bytes::Bytes), UpstreamError> {
-    let response = request.send().await.map_err(classify)?;
+async fn receive(request: reqwest::RequestBuilder) -> Received {
+    let response = request.send().await.map_err(classify_send)?;
     let status = response.status();
     let headers = response.headers().clone();
+    let too_large = || {
+        (
+            Attempt::Unusable,
+            UpstreamError::BadBody("the answer is too large".into()),
+        )
+    };
     if response
         .content_length()
         .is_some_and(|l| l as usize > MAX_UPSTREAM_BODY)
     {
-        return Err(UpstreamError::BadBody("the answer is too large".into()));
+        return Err(too_large());
     }
-    let bytes = response.bytes().await.map_err(classify)?;
-    if bytes.len() > MAX_UPSTREAM_BODY {
-        return Err(UpstreamError::BadBody("the answer is too large".into()));
+    let mut response = response;
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify_body)? {
+        if bytes.len() + chunk.len() > MAX_UPSTREAM_BODY {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
     }
-    Ok((status, headers, bytes))
+    Ok((status, headers, bytes.freeze()))
 }
 
-fn classify(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout
-    } else if e.is_connect() {
-        UpstreamError::Unreachable("connection failed".into())
-    } else if e.is_body() || e.is_decode() {
-        UpstreamError::BadBody("the connection closed mid-answer".into())
+/// A failure before the answer began.
+fn classify_send(e: reqwest::Error) -> (Attempt, UpstreamError) {
+    if e.is_connect() {
+        // Refused, unresolvable, or not established within connect_timeout: nothing was sent.
+        (
+            Attempt::ConnectFailed,
+            UpstreamError::Unreachable("connection failed".into()),
+        )
+    } else if e.is_timeout() {
+        (Attempt::TimedOut, UpstreamError::Timeout)
     } else {
-        UpstreamError::Unreachable("request failed".into())
+        (
+            Attempt::Reset,
+            UpstreamError::Unreachable(
+                "the connection closed before an answer, so the call may have reached the upstream"
+                    .into(),
+            ),
+        )
     }
+}
+
+/// A failure while the answer was being read.
+fn classify_body(e: reqwest::Error) -> (Attempt, UpstreamError) {
+    if e.is_timeout() {
+        (Attempt::TimedOut, UpstreamError::Timeout)
+    } else {
+        (
+            Attempt::Truncated,
+            UpstreamError::BadBody("the connection closed mid-answer".into()),
+        )
+    }
+}
+
+/// `Retry-After` in whole seconds, when it is a number.
+fn retry_after_secs(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
