@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: Limits,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// On SIGTERM: stop accepting, let requests in flight finish for at most this long.
+    pub shutdown_grace_ms: u64,
     /// HTTPS on the SCIM listener (off unless both files are named).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -188,6 +190,7 @@ impl Default for Config {
                 rate_buckets: 10_000,
             },
             log_format: "text".into(),
+            shutdown_grace_ms: 25_000,
             tls: TlsConfig::default(),
         }
     }

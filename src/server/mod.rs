@@ -150,21 +150,44 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
     let app = router(gateway.clone());
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    match gateway.config.tls.paths() {
-        None => {
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let draining = draining.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            draining.notify_one();
         }
-        Some((cert, key)) => {
-            let store = tls::CertStore::load(cert, key).map_err(std::io::Error::other)?;
-            store.watch(tls::POLL_INTERVAL);
-            // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>`.
-            let listener = tls::TlsListener::new(listener, store)?.tap_io(|_| {});
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
+    };
+    let grace = std::time::Duration::from_millis(gateway.config.shutdown_grace_ms);
+    // Requests in flight get `shutdown_grace_ms` to finish; then the process exits anyway,
+    // before an orchestrator's own kill.
+    let deadline = async move {
+        draining.notified().await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!("shutdown grace period over; requests still in flight are abandoned");
+    };
+    let served = async {
+        match gateway.config.tls.paths() {
+            None => {
+                axum::serve(listener, make_service)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }
+            Some((cert, key)) => {
+                let store = tls::CertStore::load(cert, key).map_err(std::io::Error::other)?;
+                store.watch(tls::POLL_INTERVAL);
+                // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>`.
+                let listener = tls::TlsListener::new(listener, store)?.tap_io(|_| {});
+                axum::serve(listener, make_service)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }
         }
+    };
+    tokio::select! {
+        result = served => result,
+        () = deadline => Ok(()),
     }
 }
 
