@@ -109,3 +109,89 @@ async fn projections_on_reads() {
     assert!(user["name"].get("familyName").is_none());
     assert!(user["name"].get("givenName").is_some());
 }
+
+#[tokio::test]
+async fn etags_when_the_mapping_declares_a_version() {
+    let (_dir, mapping) = mapping_variant(
+        "users.toml",
+        "meta = { created = \"$.created_at\", last_modified = \"$.updated_at\" }",
+        "meta = { created = \"$.created_at\", last_modified = \"$.updated_at\", version = \"$.updated_at\" }",
+    );
+    let h = Harness::start_with(mapping, |_| {}).await;
+    let id = h.upstream.seed_users(COMPANY, 1)[0].to_string();
+    let (_, _, spc) = h.get("/ServiceProviderConfig").await;
+    assert_eq!(spc["etag"]["supported"], true);
+
+    let (status, headers, user) = h.get(&format!("/Users/{id}")).await;
+    assert_eq!(status, 200);
+    let etag = headers
+        .get("etag")
+        .expect("ETag header")
+        .to_str()
+        .expect("text")
+        .to_owned();
+    assert_eq!(user["meta"]["version"], etag.as_str());
+    assert!(etag.starts_with("W/\""), "{etag}");
+
+    let send = |method: reqwest::Method,
+                header: &'static str,
+                tag: String,
+                body: Option<serde_json::Value>| {
+        let mut request = h
+            .client
+            .request(method, h.url(&format!("/Users/{id}")))
+            .bearer_auth(&h.token)
+            .header(header, tag);
+        if let Some(b) = body {
+            request = request
+                .header("content-type", SCIM_MEDIA_TYPE)
+                .body(b.to_string());
+        }
+        request.send()
+    };
+    let not_modified = send(reqwest::Method::GET, "if-none-match", etag.clone(), None)
+        .await
+        .expect("answer");
+    assert_eq!(not_modified.status(), 304);
+    let changed = send(
+        reqwest::Method::GET,
+        "if-none-match",
+        "W/\"other\"".into(),
+        None,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(changed.status(), 200);
+
+    let patch = json!({"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "title", "value": "Dr"}]});
+    let stale = send(
+        reqwest::Method::PATCH,
+        "if-match",
+        "W/\"2001-01-01T00:00:00Z\"".into(),
+        Some(patch.clone()),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(stale.status(), 412);
+    let body: serde_json::Value = stale.json().await.expect("json");
+    assert_scim_error("stale If-Match", &body, 412, None);
+    let current = send(
+        reqwest::Method::PATCH,
+        "if-match",
+        etag.clone(),
+        Some(patch),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(current.status(), 200);
+    assert_eq!(h.upstream_user(&id).expect("user")["title"], "Dr");
+    let stale_delete = send(
+        reqwest::Method::DELETE,
+        "if-match",
+        "W/\"nope\"".into(),
+        None,
+    )
+    .await
+    .expect("answer");
+    assert_eq!(stale_delete.status(), 412);
+}
