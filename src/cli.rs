@@ -323,11 +323,7 @@ fn health(common: &Common, url: Option<String>, timeout: u64) -> ExitCode {
         }
     };
     let timeout = std::time::Duration::from_secs(timeout.max(1));
-    let checked = if own_tls {
-        runtime.block_on(check_own_https(&url, timeout))
-    } else {
-        runtime.block_on(server::health::check(&url, timeout))
-    };
+    let checked = runtime.block_on(server::health::check(&url, timeout, own_tls));
     match checked {
         Ok(()) => {
             println!("ok: {url}");
@@ -337,27 +333,6 @@ fn health(common: &Common, url: Option<String>, timeout: u64) -> ExitCode {
             eprintln!("scimgate health: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `scimgate health` against the gateway's own HTTPS listener on loopback.
-async fn check_own_https(url: &str, timeout: std::time::Duration) -> Result<(), String> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(true)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("{url} answered {}", response.status().as_u16()))
     }
 }
 

@@ -92,12 +92,15 @@ pub fn default_health_url(listen: &str) -> String {
     format!("http://{host}:{port}/healthz")
 }
 
-/// `scimgate health`: GETs `url`; `Ok` for a 2xx answer within `timeout`.
-pub async fn check(url: &str, timeout: Duration) -> Result<(), String> {
+/// `scimgate health`: GETs `url`; `Ok` for a 2xx answer within `timeout`. `own_tls`: the
+/// URL is the gateway's own HTTPS listener on loopback, whose certificate need not name
+/// `127.0.0.1`, so it is not verified.
+pub async fn check(url: &str, timeout: Duration, own_tls: bool) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(own_tls)
         .build()
         .map_err(|e| e.to_string())?;
     let response = client
