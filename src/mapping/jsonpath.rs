@@ -63,6 +63,20 @@ impl ReadPath {
             .filter(|v| !v.is_null())
     }
 
+    /// Like [`ReadPath::read_many`], but moves the items out of `value` where the path is
+    /// singular (the common `$.data`), so a page of objects is not copied.
+    pub fn take_many(&self, value: &mut Value) -> Option<Vec<Value>> {
+        if let Some(keys) = &self.singular {
+            let node = keys.iter().try_fold(value, |v, k| v.get_mut(k))?;
+            return match node.take() {
+                Value::Array(items) => Some(items),
+                _ => None,
+            };
+        }
+        self.read_many(value)
+            .map(|items| items.into_iter().cloned().collect())
+    }
+
     /// Every node selected, flattening a single selected array into its elements, so both
     /// `$.data` and `$.data[*]` name a list's items. A singular path that finds something
     /// other than an array finds no list.

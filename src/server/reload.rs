@@ -57,6 +57,7 @@ pub fn spawn(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut last_rejected: Option<String> = None;
+        let mut seen: Option<Vec<(PathBuf, u64, std::time::SystemTime)>> = None;
         loop {
             #[cfg(unix)]
             let forced = match hangup.as_mut() {
@@ -74,6 +75,13 @@ pub fn spawn(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
                 tokio::time::sleep(interval).await;
                 false
             };
+            // Reading and hashing the files only when their metadata moved keeps an idle
+            // gateway's polling to a few `stat` calls.
+            let now = fingerprint(&dir);
+            if !forced && now.is_some() && now == seen {
+                continue;
+            }
+            seen = now;
             let dir2 = dir.clone();
             let gw = gateway.clone();
             let outcome = tokio::task::spawn_blocking(move || reload_once(&gw, &dir2, forced))
@@ -97,4 +105,20 @@ pub fn spawn(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
             }
         }
     });
+}
+
+/// Name, size and modification time of each entry of `dir` (symlinks followed, so a
+/// ConfigMap's swapped `..data` link shows), sorted; `None` when it cannot be read.
+fn fingerprint(dir: &std::path::Path) -> Option<Vec<(PathBuf, u64, std::time::SystemTime)>> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            let meta = std::fs::metadata(&path).ok()?;
+            Some((path, meta.len(), meta.modified().ok()?))
+        })
+        .collect();
+    entries.sort();
+    Some(entries)
 }

@@ -150,7 +150,7 @@ pub fn base_url(public_url: Option<&str>, base_path: &str, headers: &HeaderMap) 
 }
 
 /// A SCIM JSON answer.
-pub fn scim_response(status: StatusCode, body: &Value) -> Response {
+pub fn scim_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, bytes).into_response();
     response

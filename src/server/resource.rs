@@ -531,8 +531,8 @@ impl Ctx {
             }
             _ => return Err(ScimError::bad_gateway("inconsistent pagination state")),
         };
-        let response = self.send_ok(call, id, &query, None).await?;
-        let (items, total) = self.list_items(call, &response)?;
+        let mut response = self.send_ok(call, id, &query, None).await?;
+        let (items, total) = self.list_items(call, &mut response)?;
         let got = items.len();
         let items: Vec<Value> = items
             .into_iter()
@@ -562,18 +562,9 @@ impl Ctx {
     fn list_items(
         &self,
         call: &Call,
-        response: &upstream::Response,
+        response: &mut upstream::Response,
     ) -> Result<(Vec<Value>, Option<u64>), ScimError> {
-        let items = call
-            .items
-            .as_ref()
-            .and_then(|p| p.read_many(&response.body))
-            .ok_or_else(|| {
-                ScimError::bad_gateway(format!(
-                    "the upstream answer to {} holds no item list",
-                    call.route
-                ))
-            })?;
+        // The total is read before the items are moved out of the body.
         let total = match &call.total {
             Some(Total::Body(p)) => p.read(&response.body).and_then(Value::as_u64),
             Some(Total::Header(h)) => response
@@ -583,7 +574,17 @@ impl Ctx {
                 .and_then(|v| v.trim().parse().ok()),
             None => None,
         };
-        Ok((items.into_iter().cloned().collect(), total))
+        let items = call
+            .items
+            .as_ref()
+            .and_then(|p| p.take_many(&mut response.body))
+            .ok_or_else(|| {
+                ScimError::bad_gateway(format!(
+                    "the upstream answer to {} holds no item list",
+                    call.route
+                ))
+            })?;
+        Ok((items, total))
     }
 
     /// The next page's cursor. A `next` URL is reduced to its cursor parameter, and must be
@@ -970,16 +971,30 @@ async fn search(ctx: &Ctx, params: ListParams) -> Result<Response, ScimError> {
     Ok(list_response(resources, total, start_index))
 }
 
+/// A ListResponse, serialized straight from the resources (no intermediate copy).
+#[derive(serde::Serialize)]
+struct ListResponse<'a> {
+    schemas: [&'static str; 1],
+    #[serde(rename = "totalResults")]
+    total_results: u64,
+    #[serde(rename = "startIndex")]
+    start_index: usize,
+    #[serde(rename = "itemsPerPage")]
+    items_per_page: usize,
+    #[serde(rename = "Resources")]
+    resources: &'a [Value],
+}
+
 fn list_response(resources: Vec<Value>, total: u64, start_index: usize) -> Response {
     scim_response(
         StatusCode::OK,
-        &json!({
-            "schemas": [LIST_SCHEMA],
-            "totalResults": total,
-            "startIndex": start_index,
-            "itemsPerPage": resources.len(),
-            "Resources": resources,
-        }),
+        &ListResponse {
+            schemas: [LIST_SCHEMA],
+            total_results: total,
+            start_index,
+            items_per_page: resources.len(),
+            resources: &resources,
+        },
     )
 }
 
