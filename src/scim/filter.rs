@@ -1318,6 +1318,13 @@ mod tests {
         ("a eq 1e3", "a eq 1000.0"),
         ("a eq -0.25E+2", "a eq -25.0"),
         ("a eq 18446744073709551615", "a eq 18446744073709551615"),
+        // Found by fuzzing: integers past u64 and long decimals became a float that printed
+        // as text parsing to a neighbouring float (serde_json's fast float parsing).
+        (
+            "c eq 18409551646744073709551616",
+            "c eq 1.8409551646744073e+25",
+        ),
+        ("c eq 1.8409551646744075e+25", "c eq 1.8409551646744075e+25"),
         (r#"a eq"x""#, r#"a eq "x""#),
         ("a eq true", "a eq true"),
         ("a eq False", "a eq false"),
@@ -1419,6 +1426,15 @@ mod tests {
                 ),
             ),
             ("a eq -2", cmp("a", CompareOp::Eq, int(-2))),
+            // Found by fuzzing: the nearest f64, as a correctly rounded parse gives.
+            (
+                "c eq 18409551646744073709551616",
+                cmp(
+                    "c",
+                    CompareOp::Eq,
+                    CompValue::Number(Number::from_f64(1.8409551646744073e25).unwrap()),
+                ),
+            ),
             ("a eq TRUE", cmp("a", CompareOp::Eq, CompValue::Bool(true))),
             ("a ne null", cmp("a", CompareOp::Ne, CompValue::Null)),
         ];
