@@ -563,21 +563,36 @@ async fn demo(
     if let Some(dir) = common.mappings {
         server::reload::spawn(gateway.clone(), dir, std::time::Duration::from_millis(500));
     }
-    println!("scimgate demo: an in-memory Blacksmith API behind the gateway");
-    println!("  SCIM base URL: {base}");
-    println!("  token:         {token}");
-    println!("  upstream:      http://{upstream_addr} (demo Blacksmith API)");
+    use std::fmt::Write as _;
+    let mut banner = String::new();
+    let _ = writeln!(
+        banner,
+        "scimgate demo: an in-memory Blacksmith API behind the gateway"
+    );
+    let _ = writeln!(banner, "  SCIM base URL: {base}");
+    let _ = writeln!(banner, "  token:         {token}");
+    let _ = writeln!(
+        banner,
+        "  upstream:      http://{upstream_addr} (demo Blacksmith API)"
+    );
     if let Some(admin) = admin {
-        println!("  metrics:       http://{admin}/metrics");
+        let _ = writeln!(banner, "  metrics:       http://{admin}/metrics");
     }
-    println!();
-    println!("Try:");
-    println!("  curl -H 'Authorization: Bearer {token}' {base}/Users");
-    println!(
+    let _ = writeln!(banner, "\nTry:");
+    let _ = writeln!(
+        banner,
+        "  curl -H 'Authorization: Bearer {token}' {base}/Users"
+    );
+    let _ = writeln!(
+        banner,
         "  curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' \\\n    -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"grace@example.com\",\"name\":{{\"givenName\":\"Grace\",\"familyName\":\"Hopper\"}}}}' {base}/Users"
     );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    // A reader that went away (a script that only wanted the URL) is not an error.
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
     server::serve(gateway, listener).await?;
     Ok(())
 }

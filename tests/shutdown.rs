@@ -20,14 +20,16 @@ fn sigterm_exits_cleanly() {
         .spawn()
         .expect("start scimgate demo");
     let stdout = child.stdout.take().expect("stdout");
-    let base = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let base = lines
+        .by_ref()
         .find_map(|l| {
             l.split_once("SCIM base URL: ")
                 .map(|(_, u)| u.trim().to_owned())
         })
         .expect("the demo prints its base URL");
+    // Keep reading: a closed pipe would make the demo's next print fail.
+    std::thread::spawn(move || lines.for_each(drop));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
