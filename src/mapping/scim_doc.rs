@@ -72,8 +72,10 @@ pub fn selector_terms(filter: &Filter) -> Option<Vec<(String, Value)>> {
     }
 }
 
+/// Only objects are elements a filter can select: a plain value has no sub-attributes to
+/// read or write (`not (type eq "x")` would otherwise select `true`).
 fn element_matches(element: &Value, filter: &Filter) -> bool {
-    filter.matches(element, &|_| false)
+    element.is_object() && filter.matches(element, &|_| false)
 }
 
 /// Does `items[i]` match a selector? RFC 7643 §2.4 makes `primary` optional: a lone value
@@ -128,7 +130,9 @@ pub fn get(doc: &Value, r: &AttrRef) -> Option<Value> {
 }
 
 /// Writes the attribute, creating parents; for a selector reference the element matching
-/// the selector is updated or appended, and `extra` properties are added to it.
+/// the selector is updated or appended, and `extra` properties are added to it. A filter
+/// that is not a selector (`co`, `or`, …) cannot build an element: it updates every element
+/// it selects and creates none.
 pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]) {
     let Some(map) = container_mut(doc, r) else {
         return;
@@ -148,6 +152,20 @@ pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]
         }
         (Some(filter), _) => {
             let Some(terms) = selector_terms(filter) else {
+                match get_ci_mut(map, &r.attr.name) {
+                    Some(Value::Array(items)) => {
+                        let hits: Vec<usize> = (0..items.len())
+                            .filter(|&i| selects(items, i, filter))
+                            .collect();
+                        for i in hits {
+                            update_element(&mut items[i], r, value.clone(), extra);
+                        }
+                    }
+                    Some(single) if element_matches(single, filter) => {
+                        update_element(single, r, value, extra);
+                    }
+                    _ => {}
+                }
                 return;
             };
             let list = entry_ci(map, &r.attr.name, Value::Array(Vec::new()));
@@ -165,63 +183,81 @@ pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]
                     items.len() - 1
                 }
             };
-            let Some(element) = items[index].as_object_mut() else {
-                return;
-            };
-            match &r.sub {
-                Some(sub) => {
-                    *entry_ci(element, sub, Value::Null) = value;
-                }
-                None => {
-                    if let Value::Object(fields) = value {
-                        element.extend(fields);
-                    }
-                }
-            }
-            for (k, v) in extra {
-                entry_ci(element, k, v.clone());
-            }
+            update_element(&mut items[index], r, value, extra);
         }
     }
 }
 
+/// Writes `value` into one selected element: its `r.sub`, or (an object value) its fields.
+fn update_element(element: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]) {
+    let Some(element) = element.as_object_mut() else {
+        return;
+    };
+    match &r.sub {
+        Some(sub) => {
+            *entry_ci(element, sub, Value::Null) = value;
+        }
+        None => {
+            if let Value::Object(fields) = value {
+                element.extend(fields);
+            }
+        }
+    }
+    for (k, v) in extra {
+        entry_ci(element, k, v.clone());
+    }
+}
+
 /// Removes the attribute (for a selector reference: the sub-attribute of matching elements,
-/// or the elements themselves when no sub-attribute is named).
+/// or the elements themselves when no sub-attribute is named). Elements are selected as
+/// [`get`] selects them, so whatever `get` finds, `remove` removes.
 pub fn remove(doc: &mut Value, r: &AttrRef) {
     let Some(map) = container_mut(doc, r) else {
         return;
     };
     let key = r.attr.name.as_str();
-    match (&r.filter, &r.attr.sub) {
-        (None, None) => {
-            if let Some(actual) = map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned() {
-                map.shift_remove(&actual);
-            }
+    let remove_ci = |obj: &mut Map<String, Value>, name: &str| {
+        if let Some(actual) = obj.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned() {
+            obj.shift_remove(&actual);
         }
+    };
+    match (&r.filter, &r.attr.sub) {
+        (None, None) => remove_ci(map, key),
         (None, Some(sub)) => {
             if let Some(Value::Object(obj)) = get_ci_mut(map, key) {
-                if let Some(actual) = obj.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned() {
-                    obj.shift_remove(&actual);
-                }
+                remove_ci(obj, sub);
             }
         }
-        (Some(filter), _) => {
-            if let Some(Value::Array(items)) = get_ci_mut(map, key) {
+        (Some(filter), _) => match get_ci_mut(map, key) {
+            Some(Value::Array(items)) => {
+                let hits: Vec<bool> = (0..items.len())
+                    .map(|i| selects(items, i, filter))
+                    .collect();
                 match &r.sub {
-                    None => items.retain(|e| !element_matches(e, filter)),
+                    None => {
+                        let mut hit = hits.iter();
+                        items.retain(|_| !hit.next().copied().unwrap_or(false));
+                    }
                     Some(sub) => {
-                        for element in items.iter_mut().filter(|e| element_matches(e, filter)) {
+                        for (element, _) in items.iter_mut().zip(&hits).filter(|(_, h)| **h) {
                             if let Some(obj) = element.as_object_mut() {
-                                if let Some(actual) =
-                                    obj.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned()
-                                {
-                                    obj.shift_remove(&actual);
-                                }
+                                remove_ci(obj, sub);
                             }
                         }
                     }
                 }
             }
-        }
+            // A single value where a multi-valued attribute was expected: `get` reads it
+            // as the only element.
+            Some(single) if element_matches(single, filter) => match &r.sub {
+                None => remove_ci(map, key),
+                Some(sub) => {
+                    if let Some(obj) = single.as_object_mut() {
+                        remove_ci(obj, sub);
+                    }
+                }
+            },
+            _ => {}
+        },
     }
 }

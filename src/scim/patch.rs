@@ -337,7 +337,8 @@ fn merge(into: &mut Map<String, Value>, given: Map<String, Value>) {
 
 /// `emails[type eq "work"].value`: update the matching elements; where none matches and the
 /// filter only selects by `eq`, the element is created (the mapping's selectors work this
-/// way); otherwise there is nothing to change (`noTarget`).
+/// way); otherwise there is nothing to change (`noTarget`). Without a sub-attribute the
+/// path names whole elements, so the value must be an object of their fields.
 fn apply_filtered(
     doc: &mut Value,
     op: OpKind,
@@ -348,6 +349,14 @@ fn apply_filtered(
         .filter
         .as_ref()
         .ok_or_else(|| ScimError::bad_request(ScimType::InvalidPath, "missing filter"))?;
+    if path.sub.is_none() && !value.is_object() {
+        return Err(ScimError::bad_request(
+            ScimType::InvalidValue,
+            format!(
+                "{path} names whole values: the value must be an object of their sub-attributes"
+            ),
+        ));
+    }
     let exists = scim_doc::get(
         doc,
         &AttrRef {
@@ -454,6 +463,25 @@ mod tests {
                 json!([{"op": "remove", "path": "name.givenName"}]),
                 json!({"name": {"familyName": "L"}}),
             ),
+            // Seen while fixing a fuzz finding: a filter that is not an `eq` selector
+            // updates what it selects (it used to answer success and change nothing).
+            (
+                json!([{"op": "replace", "path": "emails[value co \"@x.com\"].value", "value": "a@z.com"}]),
+                json!({"emails": [{"type": "work", "value": "a@z.com", "primary": true}]}),
+            ),
+            // Seen while fixing a fuzz finding: remove selects elements as reads do, so a
+            // lone value without `primary` is the primary one for removal too.
+            (
+                json!([{"op": "replace", "path": "emails", "value": [{"type": "work", "value": "b@x.com"}]},
+                       {"op": "remove", "path": "emails[primary eq true]"}]),
+                json!({"emails": []}),
+            ),
+            // Seen while fixing a fuzz finding: a single complex value read through a filter is
+            // removed by it too.
+            (
+                json!([{"op": "remove", "path": "name[givenName eq \"Ada\"].familyName"}]),
+                json!({"name": {"givenName": "Ada"}}),
+            ),
         ];
         for (list, expect) in cases {
             let got =
@@ -500,9 +528,27 @@ mod tests {
                 ),
                 ScimType::NoTarget,
             ),
+            // Found by fuzzing: whole elements replaced by a plain value were left as they
+            // were, with a success answer.
+            (
+                ops(json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": "x"}])),
+                ScimType::InvalidValue,
+            ),
+            (
+                ops(json!([{"op": "add", "path": "emails[type eq \"home\"]", "value": ["x"]}])),
+                ScimType::InvalidValue,
+            ),
+            // Found by fuzzing: a plain value is no element a filter selects (`active` is
+            // `true` here, which `not (…)` used to select, and then nothing was written).
+            (
+                ops(
+                    json!([{"op": "replace", "path": "active[not (type eq \"x\")].display", "value": "x"}]),
+                ),
+                ScimType::NoTarget,
+            ),
         ];
         for (body, want) in cases {
-            let err = patch(json!({}), body.clone()).expect_err(&body.to_string());
+            let err = patch(json!({"active": true}), body.clone()).expect_err(&body.to_string());
             assert_eq!(err.scim_type, Some(want), "{body}: {}", err.detail);
         }
     }
