@@ -286,7 +286,7 @@ impl Ctx {
                     {
                         return Err(ScimError::bad_request(ScimType::InvalidValue, "some members name nobody the upstream knows; the membership was not changed"));
                     }
-                    if !response.status.is_success() {
+                    if self.is_error(&response) {
                         return Err(self.upstream_error(&response, Some(id)));
                     }
                     return Ok(());

@@ -363,9 +363,6 @@ impl Ctx {
         if response.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        if !response.status.is_success() {
-            return Err(self.upstream_error(&response, Some(id)));
-        }
         if self.is_error(&response) {
             return Err(self.upstream_error(&response, Some(id)));
         }
@@ -825,6 +822,17 @@ fn retry_after(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// `startIndex` (1-based; below 1 means 1) and `count` (clamped to `0..=max`, default
+/// `max`) of a list request (RFC 7644 §3.4.2.4).
+fn list_window(params: &ListParams, max: usize) -> Result<(usize, usize), ScimError> {
+    let start_index = parse_index(params.start_index.as_deref(), "startIndex")?
+        .unwrap_or(1)
+        .max(1) as usize;
+    let count = parse_index(params.count.as_deref(), "count")?
+        .map_or(max, |c| c.clamp(0, max as i64) as usize);
+    Ok((start_index, count))
+}
+
 fn parse_index(value: Option<&str>, name: &str) -> Result<Option<i64>, ScimError> {
     match value {
         None => Ok(None),
@@ -1008,12 +1016,7 @@ pub async fn search_all(
     ScimJson(request): ScimJson,
 ) -> Result<Response, ScimError> {
     let params = ListParams::from_search_request(&request)?;
-    let max = gateway.config.limits.max_results;
-    let start_index = parse_index(params.start_index.as_deref(), "startIndex")?
-        .unwrap_or(1)
-        .max(1) as usize;
-    let count = parse_index(params.count.as_deref(), "count")?
-        .map_or(max, |c| c.clamp(0, max as i64) as usize);
+    let (start_index, count) = list_window(&params, gateway.config.limits.max_results)?;
     let mapping = gateway.mapping.load_full();
     let mut all = Vec::new();
     let mut total = 0;
@@ -1057,13 +1060,10 @@ async fn search_docs(
         .list
         .as_ref()
         .ok_or_else(|| not_supported("listing"))?;
-    let max = ctx.gateway.config.limits.max_results;
-    let start_index = parse_index(params.start_index.as_deref(), "startIndex")?
-        .unwrap_or(1)
-        .max(1) as usize;
-    let count = parse_index(params.count.as_deref(), "count")?
-        .map_or(max, |c| c.clamp(0, max as i64) as usize);
-    let (start_index, count) = window.unwrap_or((start_index, count));
+    let (start_index, count) = match window {
+        Some(w) => w,
+        None => list_window(params, ctx.gateway.config.limits.max_results)?,
+    };
     let attributes = parse_attr_list(params.attributes.as_deref())?;
     let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let filter: Option<Filter> = match params.filter.as_deref() {
