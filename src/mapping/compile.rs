@@ -795,6 +795,17 @@ impl Compiler {
         let mut attributes = attributes;
         self.resolve_writers(source, raw, &mut attributes);
         let filter = self.filter_policy(source, raw, &schema, &attributes, ops.list.is_some());
+        let sort = raw.sort.as_ref().and_then(|sort| {
+            let facts = SortFacts {
+                schema: &schema,
+                attributes: &attributes,
+                has_list: ops.list.is_some(),
+                has_created: created.is_some(),
+                has_last_modified: last_modified.is_some(),
+                pagination: &pagination,
+            };
+            self.sort(source, sort, &facts)
+        });
 
         let mut actions = Vec::new();
         for (i, action) in raw.actions.iter().enumerate() {
@@ -938,6 +949,7 @@ impl Compiler {
             ops,
             pagination,
             filter,
+            sort,
             attributes,
             ignore,
             put_omitted,
@@ -1549,6 +1561,192 @@ impl Compiler {
             push_down,
             unsupported,
         }
+    }
+}
+
+/// What a resource's `sort` table is checked against.
+struct SortFacts<'a> {
+    schema: &'a str,
+    attributes: &'a [Attribute],
+    has_list: bool,
+    has_created: bool,
+    has_last_modified: bool,
+    pagination: &'a Pagination,
+}
+
+impl SortFacts<'_> {
+    /// Can the gateway name this SCIM attribute to the upstream as a sort key? Mapped
+    /// attributes (a multi-valued one by its selected element's path), `id`, and the `meta`
+    /// timestamps the mapping reads.
+    fn sortable(&self, path: &AttrPath) -> bool {
+        let meta = |sub: &str| {
+            path.urn.is_none()
+                && path.name.eq_ignore_ascii_case("meta")
+                && path
+                    .sub
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(sub))
+        };
+        (path.urn.is_none() && path.sub.is_none() && path.name.eq_ignore_ascii_case("id"))
+            || (meta("created") && self.has_created)
+            || (meta("lastModified") && self.has_last_modified)
+            || self
+                .attributes
+                .iter()
+                .any(|a| a.constant.is_none() && plain_path(&a.scim).eq_ignore_case(path))
+    }
+
+    /// The upstream query parameters the pagination already uses.
+    fn paging_params(&self) -> Vec<&str> {
+        match self.pagination {
+            Pagination::None => Vec::new(),
+            Pagination::Page {
+                page_param,
+                size_param,
+                ..
+            } => vec![page_param.as_str(), size_param.as_str()],
+            Pagination::Offset {
+                offset_param,
+                size_param,
+                ..
+            } => vec![offset_param.as_str(), size_param.as_str()],
+            Pagination::Cursor {
+                cursor_param,
+                size_param,
+                ..
+            } => vec![cursor_param.as_str(), size_param.as_str()],
+        }
+    }
+}
+
+/// An attribute's path as `sortBy` names it: a selected element's sub-attribute
+/// (`emails[type eq "work"].value`) is `emails.value`.
+fn plain_path(r: &crate::scim::filter::AttrRef) -> AttrPath {
+    AttrPath {
+        urn: r.attr.urn.clone(),
+        name: r.attr.name.clone(),
+        sub: r.sub.clone().or_else(|| r.attr.sub.clone()),
+    }
+}
+
+impl Compiler {
+    /// Compiles `[resources.NAME.sort]`: non-empty, distinct parameters that do not clash
+    /// with paging, and only attributes the gateway can name to the upstream.
+    fn sort(
+        &mut self,
+        source: &Source,
+        raw: &super::raw::RawSort,
+        facts: &SortFacts<'_>,
+    ) -> Option<Sort> {
+        let errors_before = self.errors.len();
+        let at = |keys: &'static [&'static str]| At { source, keys };
+        if !facts.has_list {
+            self.error(at(&["sort"]), "sort needs a list operation");
+        }
+        let mut params = vec![("by_param", raw.by_param.as_str())];
+        params.extend(raw.order_param.as_deref().map(|p| ("order_param", p)));
+        for (key, param) in &params {
+            let keys = ["sort", key];
+            let at = At {
+                source,
+                keys: &keys,
+            };
+            if param.trim().is_empty() {
+                self.error(at, format!("sort.{key} must not be empty"));
+            } else if facts.paging_params().contains(param) {
+                self.error(
+                    at,
+                    format!("sort.{key} {param:?} is already a pagination parameter"),
+                );
+            }
+        }
+        if raw.order_param.as_deref() == Some(raw.by_param.as_str()) {
+            self.error(
+                at(&["sort", "order_param"]),
+                "sort.order_param must differ from sort.by_param",
+            );
+        }
+        let order = match &raw.order_param {
+            Some(param) => {
+                let ascending = raw.ascending.clone().unwrap_or_else(|| "asc".to_owned());
+                let descending = raw.descending.clone().unwrap_or_else(|| "desc".to_owned());
+                if ascending.is_empty() || descending.is_empty() || ascending == descending {
+                    self.error(
+                        at(&["sort", "ascending"]),
+                        "sort.ascending and sort.descending must be two different, non-empty values",
+                    );
+                }
+                Some(SortOrderParam {
+                    param: param.clone(),
+                    ascending,
+                    descending,
+                })
+            }
+            None => {
+                if raw.ascending.is_some() || raw.descending.is_some() {
+                    self.error(
+                        at(&["sort"]),
+                        "sort.ascending and sort.descending need sort.order_param",
+                    );
+                }
+                None
+            }
+        };
+        if raw.attributes.is_empty() {
+            self.error(
+                at(&["sort", "attributes"]),
+                "sort.attributes must name at least one sortable attribute",
+            );
+        }
+        let mut keys = Vec::new();
+        for (attr, upstream_key) in &raw.attributes {
+            let names = ["sort", "attributes", attr.as_str()];
+            let at = At {
+                source,
+                keys: &names,
+            };
+            let path = match parse_attr_path(attr) {
+                Ok(p)
+                    if p.urn
+                        .as_deref()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(facts.schema)) =>
+                {
+                    AttrPath { urn: None, ..p }
+                }
+                Ok(p) => p,
+                Err(e) => {
+                    self.error(at, format!("sort attribute {attr:?}: {e}"));
+                    continue;
+                }
+            };
+            if !facts.sortable(&path) {
+                self.error(
+                    at,
+                    format!("sort names {attr:?}, which is not a mapped attribute (nor id or a mapped meta timestamp)"),
+                );
+            }
+            if upstream_key.trim().is_empty() {
+                self.error(
+                    at,
+                    format!("the upstream sort key of {attr:?} must not be empty"),
+                );
+            }
+            if keys
+                .iter()
+                .any(|(p, _): &(AttrPath, String)| p.eq_ignore_case(&path))
+            {
+                self.error(at, format!("sort names {attr:?} twice"));
+            }
+            keys.push((path, upstream_key.clone()));
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Sort {
+            by_param: raw.by_param.clone(),
+            order,
+            keys,
+        })
     }
 }
 

@@ -26,13 +26,15 @@ pub fn service_provider_config(mapping: &Mapping, caps: Capabilities, base_url: 
     });
     let filter = mapping.resources.iter().any(|r| r.ops.list.is_some());
     let etag = mapping.resources.iter().any(|r| r.version.is_some());
+    // Sorting is the upstream's: supported where a mapping says how to ask for it.
+    let sort = mapping.resources.iter().any(|r| r.sort.is_some());
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
         "patch": { "supported": patch },
         "bulk": { "supported": false, "maxOperations": 0, "maxPayloadSize": 0 },
         "filter": { "supported": filter, "maxResults": caps.max_results },
         "changePassword": { "supported": false },
-        "sort": { "supported": false },
+        "sort": { "supported": sort },
         "etag": { "supported": etag },
         "authenticationSchemes": [{
             "type": "oauthbearertoken",

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod jsonpath;
 pub mod raw;
 pub mod scim_doc;
+pub mod sort;
 pub mod template;
 
 use std::sync::Arc;
@@ -204,6 +205,25 @@ pub struct FilterPolicy {
     pub unsupported: Unsupported,
 }
 
+/// How the upstream sorts lists (SCIM `sortBy`/`sortOrder`).
+#[derive(Debug, Clone)]
+pub struct Sort {
+    /// The query parameter naming the sort key.
+    pub by_param: String,
+    /// The direction parameter; `None`: the upstream sorts ascending only.
+    pub order: Option<SortOrderParam>,
+    /// Sortable SCIM attributes (core URN stripped) → the upstream's sort key.
+    pub keys: Vec<(AttrPath, String)>,
+}
+
+/// The query parameter that carries the sort direction, and its two values.
+#[derive(Debug, Clone)]
+pub struct SortOrderParam {
+    pub param: String,
+    pub ascending: String,
+    pub descending: String,
+}
+
 /// SCIM mutability (RFC 7643 §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mutability {
@@ -318,6 +338,8 @@ pub struct Resource {
     pub ops: Operations,
     pub pagination: Pagination,
     pub filter: FilterPolicy,
+    /// Upstream sorting, when the mapping declares it.
+    pub sort: Option<Sort>,
     pub attributes: Vec<Attribute>,
     pub ignore: Vec<AttrRef>,
     pub put_omitted: PutOmitted,

@@ -121,6 +121,9 @@ pub struct RawResource {
     pub pagination: RawPagination,
     #[serde(default)]
     pub filter: RawFilterPolicy,
+    /// How the upstream sorts lists, for SCIM `sortBy`/`sortOrder`; absent: results come in
+    /// the upstream's order and `sortBy` is ignored.
+    pub sort: Option<RawSort>,
     #[serde(default)]
     pub attributes: IndexMap<String, RawAttribute>,
     #[serde(default)]
@@ -299,6 +302,24 @@ pub struct RawFilterPolicy {
     /// `scan` (page through and filter here, bounded) or `reject` (400 invalidFilter).
     pub unsupported: Option<String>,
     pub scan_limit: Option<u64>,
+}
+
+/// How the upstream sorts a list: query parameters added to every list call of a SCIM
+/// request that carries `sortBy` (RFC 7644 §3.4.2.3).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSort {
+    /// The query parameter that names the sort key (e.g. `sort`).
+    pub by_param: String,
+    /// The query parameter that names the direction; absent: the upstream sorts ascending
+    /// only, and `sortOrder=descending` is refused.
+    pub order_param: Option<String>,
+    /// The `order_param` value for ascending (default `asc`).
+    pub ascending: Option<String>,
+    /// The `order_param` value for descending (default `desc`).
+    pub descending: Option<String>,
+    /// SCIM attribute (`userName`, `meta.created`, …) → the upstream's sort key.
+    pub attributes: IndexMap<String, String>,
 }
 
 /// One SCIM attribute and the upstream field behind it.

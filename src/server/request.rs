@@ -52,6 +52,10 @@ pub struct ListParams {
     pub count: Option<String>,
     pub attributes: Option<String>,
     pub excluded_attributes: Option<String>,
+    /// `sortBy` (RFC 7644 §3.4.2.3).
+    pub sort_by: Option<String>,
+    /// `sortOrder`: `ascending` or `descending`.
+    pub sort_order: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ListParams {
@@ -69,6 +73,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
                 "count" => &mut params.count,
                 "attributes" => &mut params.attributes,
                 "excludedattributes" => &mut params.excluded_attributes,
+                "sortby" => &mut params.sort_by,
+                "sortorder" => &mut params.sort_order,
                 _ => continue,
             };
             *slot = Some(v.into_owned());
@@ -129,6 +135,8 @@ impl ListParams {
             count: text("count")?,
             attributes: text("attributes")?,
             excluded_attributes: text("excludedAttributes")?,
+            sort_by: text("sortBy")?,
+            sort_order: text("sortOrder")?,
         })
     }
 }

@@ -1074,9 +1074,13 @@ async fn search_docs(
         })?),
     };
     let start = start_index - 1;
+    // Every upstream list call this request makes carries the sort, scans included.
+    let sort = ctx
+        .resource
+        .sort_query(params.sort_by.as_deref(), params.sort_order.as_deref())?;
     let (docs, total) = match &filter {
         None => {
-            let (items, total) = ctx.fetch_window(call, None, &[], start, count).await?;
+            let (items, total) = ctx.fetch_window(call, None, &sort, start, count).await?;
             let docs = items
                 .iter()
                 .map(|o| ctx.to_scim(o))
@@ -1104,7 +1108,8 @@ async fn search_docs(
                 params,
                 scan: false,
             } => {
-                let (items, total) = ctx.fetch_window(call, None, &params, start, count).await?;
+                let query = [params.as_slice(), &sort].concat();
+                let (items, total) = ctx.fetch_window(call, None, &query, start, count).await?;
                 let mut docs = Vec::with_capacity(items.len());
                 for obj in &items {
                     let doc = ctx.to_scim(obj)?;
@@ -1126,7 +1131,9 @@ async fn search_docs(
                     Unsupported::Scan(limit) => limit,
                     Unsupported::Reject => 0,
                 };
-                let items = ctx.scan(call, &params, limit).await?;
+                let items = ctx
+                    .scan(call, &[params.as_slice(), &sort].concat(), limit)
+                    .await?;
                 let mut matched = Vec::new();
                 for obj in &items {
                     let doc = ctx.to_scim(obj)?;
