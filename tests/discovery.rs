@@ -99,7 +99,34 @@ async fn discovery_matches_the_mapping() {
     assert_eq!(attribute(&user, "externalId")["caseExact"], true);
 
     let (_, _, enterprise) = h.get(&format!("/Schemas/{ENTERPRISE}")).await;
-    assert_eq!(names(&enterprise), ["department"]);
+    assert_eq!(names(&enterprise), ["department", "manager"]);
+    // manager: exactly the sub-attributes the mapping gives (value, and the $ref its
+    // `reference` renders), not the RFC's readOnly displayName it cannot fill.
+    let manager = attribute(&enterprise, "manager");
+    assert_eq!(manager["type"], "complex");
+    let subs: Vec<(&str, &str, &str)> = manager["subAttributes"]
+        .as_array()
+        .expect("subs")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name"),
+                s["type"].as_str().expect("type"),
+                s["mutability"].as_str().expect("mutability"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subs,
+        [
+            ("value", "string", "readWrite"),
+            ("$ref", "reference", "readWrite")
+        ]
+    );
+    assert_eq!(
+        manager["subAttributes"][1]["referenceTypes"],
+        serde_json::json!(["User"])
+    );
     let (_, _, group) = h.get(&format!("/Schemas/{GROUP_SCHEMA}")).await;
     assert_eq!(names(&group), ["displayName", "externalId", "members"]);
     // Teams have no external id: the common attribute is accepted and dropped (readOnly).

@@ -610,3 +610,113 @@ async fn active_on_create_and_put_goes_through_the_action_endpoints() {
         );
     }
 }
+
+/// The enterprise `manager`: Blacksmith's integer `manager_id` behind `manager.value`
+/// (a string in SCIM), with `$ref` rendered; removal writes null; what the upstream or the
+/// gateway refuses is a SCIM 400.
+#[tokio::test]
+async fn enterprise_manager_is_the_upstream_manager_id() {
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let h = Harness::start().await;
+    let ids: Vec<String> = h
+        .upstream
+        .seed_users(COMPANY, 2)
+        .iter()
+        .map(i64::to_string)
+        .collect();
+    let (boss, other) = (&ids[0], &ids[1]);
+    let manager = |id: &str| json!({"value": id, "$ref": h.url(&format!("/Users/{id}"))});
+
+    // Create with a manager: the upstream gets an integer; the answer renders $ref.
+    let mut body = okta_create_body("ada@example.com", "Ada", "Lovelace", "00u1");
+    body["schemas"] = json!([USER_SCHEMA, ENTERPRISE]);
+    body[ENTERPRISE] = json!({"manager": {"value": boss}});
+    let (status, _, created) = h.post("/Users", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created[ENTERPRISE]["manager"], manager(boss), "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    // The demo refuses a string manager_id (422): stored, it was sent as a number.
+    assert_eq!(
+        h.upstream_user(&id).expect("user")["manager_id"],
+        json!(boss.parse::<i64>().expect("int"))
+    );
+    let (_, _, read) = h.get(&format!("/Users/{id}")).await;
+    assert_eq!(read[ENTERPRISE]["manager"], manager(boss));
+
+    // (PATCH operations, manager_id upstream afterwards, manager in the answer)
+    let rows = [
+        (
+            json!([{"op": "replace", "path": format!("{ENTERPRISE}:manager"), "value": {"value": other}}]),
+            json!(other.parse::<i64>().expect("int")),
+            manager(other),
+        ),
+        (
+            json!([{"op": "replace", "path": format!("{ENTERPRISE}:manager.value"), "value": boss}]),
+            json!(boss.parse::<i64>().expect("int")),
+            manager(boss),
+        ),
+        (
+            // $ref as read is accepted back with its value.
+            json!([{"op": "replace", "value": {ENTERPRISE: {"manager": manager(other)}}}]),
+            json!(other.parse::<i64>().expect("int")),
+            manager(other),
+        ),
+        (
+            json!([{"op": "remove", "path": format!("{ENTERPRISE}:manager")}]),
+            Value::Null,
+            Value::Null,
+        ),
+    ];
+    for (operations, upstream, answer) in rows {
+        let (status, _, patched) = h
+            .patch(&format!("/Users/{id}"), &patch_body(operations.clone()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{operations}: {patched}");
+        assert_eq!(
+            h.upstream_user(&id).expect("user")["manager_id"],
+            upstream,
+            "{operations}"
+        );
+        assert_eq!(
+            patched[ENTERPRISE]["manager"], answer,
+            "{operations}: {patched}"
+        );
+    }
+
+    // Refused: by the gateway before any call (not an integer id), or by the upstream (422).
+    let refusals = [
+        (json!("bob"), "must be the id of a User", 0),
+        (json!("12.5"), "must be the id of a User", 0),
+        (json!(17), "must be a string", 0),
+        (json!("999999"), "names no user of this company", 1),
+        (json!(id), "cannot be their own manager", 1),
+    ];
+    for (value, detail, writes) in refusals {
+        let operations = json!([{"op": "add", "path": format!("{ENTERPRISE}:manager"), "value": {"value": value}}]);
+        let mark = h.mark();
+        let (status, _, answer) = h
+            .patch(&format!("/Users/{id}"), &patch_body(operations))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{value}: {answer}");
+        assert_scim_error(&value.to_string(), &answer, 400, Some("invalidValue"));
+        let shown = answer["detail"].as_str().unwrap_or_default();
+        assert!(shown.contains(detail), "{value}: {shown}");
+        let writes_made = h
+            .calls_since(mark)
+            .iter()
+            .filter(|c| c.method != "GET")
+            .count();
+        assert_eq!(writes_made, writes, "{value}: upstream writes");
+        assert_eq!(
+            h.upstream_user(&id).expect("user")["manager_id"],
+            Value::Null
+        );
+    }
+    let mut bad = okta_create_body("bad@example.com", "B", "C", "00u2");
+    bad[ENTERPRISE] = json!({"manager": {"value": "not-a-number"}});
+    let mark = h.mark();
+    let (status, _, answer) = h.post("/Users", &bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_scim_error("create", &answer, 400, Some("invalidValue"));
+    assert!(h.calls_since(mark).is_empty(), "no upstream call at all");
+}

@@ -408,6 +408,37 @@ impl Compiler {
                 ),
             }
         }
+        // References name another resource type too.
+        for r in compiled.iter_mut() {
+            let Some((source, _, _)) = resources.iter().find(|(_, n, _)| *n == r.name) else {
+                continue;
+            };
+            for a in r.attributes.iter_mut() {
+                let Some(reference) = &mut a.reference else {
+                    continue;
+                };
+                match shapes
+                    .iter()
+                    .find(|(name, _, _)| *name == reference.resource)
+                {
+                    Some((_, endpoint, kind)) => {
+                        reference.endpoint = endpoint.clone();
+                        reference.id_kind = *kind;
+                    }
+                    None if resources.iter().any(|(_, n, _)| *n == reference.resource) => {}
+                    None => self.error(
+                        At {
+                            source,
+                            keys: &["resources", &r.name, "attributes", &a.key],
+                        },
+                        format!(
+                            "{} refers to resource type {:?}, which is not defined",
+                            a.key, reference.resource
+                        ),
+                    ),
+                }
+            }
+        }
         let compiled = compiled.into_iter().map(Arc::new).collect();
         if resources.is_empty() {
             if let Some(s) = sources.first() {
@@ -1412,6 +1443,12 @@ impl Compiler {
                     }
                 }
             };
+            let Some(upstream_type) = self.upstream_type(at, a, &def) else {
+                continue;
+            };
+            let Some(reference) = self.reference(at, key, a, &scim) else {
+                continue;
+            };
             if let (Some(default), Some(map)) = (&a.default_on_create, &enum_map) {
                 if !map.pairs.iter().any(|(s, _)| s == default) {
                     self.error(
@@ -1441,9 +1478,94 @@ impl Compiler {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 yields_to: None,
+                upstream_type,
+                reference,
             });
         }
+        self.check_reference_siblings(source, &out);
         out
+    }
+
+    /// `upstream_type`: `Some(None)` when absent, `None` after reporting an error.
+    fn upstream_type(
+        &mut self,
+        at: At<'_>,
+        a: &super::raw::RawAttribute,
+        def: &AttrDef,
+    ) -> Option<Option<UpstreamType>> {
+        let t = match a.upstream_type.as_deref() {
+            None => return Some(None),
+            Some("integer") => UpstreamType::Integer,
+            Some(other) => {
+                self.error(
+                    at,
+                    format!("upstream_type {other:?} must be integer (the only conversion so far)"),
+                );
+                return None;
+            }
+        };
+        if def.ty != AttrType::String {
+            self.error(at, format!("upstream_type applies to string attributes; this one is {} and is sent as such", def.ty.as_str()));
+            return None;
+        }
+        if a.r#enum.is_some() {
+            self.error(
+                at,
+                "upstream_type and enum do not go together: the enum gives the upstream values",
+            );
+            return None;
+        }
+        Some(Some(t))
+    }
+
+    /// `reference`: `Some(None)` when absent, `None` after reporting an error. The
+    /// referenced type's endpoint and id shape are filled in once every resource is compiled.
+    fn reference(
+        &mut self,
+        at: At<'_>,
+        key: &str,
+        a: &super::raw::RawAttribute,
+        scim: &crate::scim::filter::AttrRef,
+    ) -> Option<Option<Reference>> {
+        let Some(resource) = &a.reference else {
+            return Some(None);
+        };
+        let leaf = scim.sub.as_deref().or(scim.attr.sub.as_deref());
+        if !leaf.is_some_and(|l| l.eq_ignore_ascii_case("value")) || a.r#enum.is_some() {
+            self.error(at, format!("reference applies to a `value` sub-attribute without an enum (like manager.value), not {key:?}"));
+            return None;
+        }
+        let mut path = scim.clone();
+        match &mut path.sub {
+            Some(sub) => *sub = "$ref".to_owned(),
+            None => path.attr.sub = Some("$ref".to_owned()),
+        }
+        Some(Some(Reference {
+            resource: resource.clone(),
+            endpoint: String::new(),
+            id_kind: IdKind::String,
+            path,
+        }))
+    }
+
+    /// A `$ref` rendered from a reference must not also be mapped to a field of its own.
+    fn check_reference_siblings(&mut self, source: &Source, attributes: &[Attribute]) {
+        for a in attributes {
+            let Some(r) = &a.reference else { continue };
+            if let Some(twin) = attributes.iter().find(|b| b.scim == r.path) {
+                let keys = ["attributes", twin.key.as_str()];
+                self.error(
+                    At {
+                        source,
+                        keys: &keys,
+                    },
+                    format!(
+                        "{} is rendered from {} (reference), so it cannot be mapped too",
+                        twin.key, a.key
+                    ),
+                );
+            }
+        }
     }
 
     /// Two attributes may write one upstream field only when the mapping says which wins.

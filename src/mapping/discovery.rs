@@ -183,6 +183,21 @@ fn value_type(v: &Value) -> AttrType {
     }
 }
 
+/// A reference's `$ref` (RFC 7643 §8.7.1 makes `manager.$ref` readWrite): rendered on
+/// read and accepted on write with the `value` it goes with.
+fn advertise_reference(parent: &mut AttrDoc, a: &super::Attribute, mutability: Mutability) {
+    if let Some(r) = &a.reference {
+        let d = parent.sub("$ref", AttrType::Reference);
+        d.mutability = mutability;
+        d.returned = if mutability == Mutability::WriteOnly {
+            "never"
+        } else {
+            "default"
+        };
+        d.reference_types = vec![json!(r.resource)];
+    }
+}
+
 /// The attributes of `schema` across the resources that use it.
 fn attributes_of(mapping: &Mapping, schema: &str) -> Vec<AttrDoc> {
     let mut out: Vec<AttrDoc> = Vec::new();
@@ -234,11 +249,13 @@ fn attributes_of(mapping: &Mapping, schema: &str) -> Vec<AttrDoc> {
                 (None, Some(sub)) => {
                     let parent = top(&mut out, &a.scim.attr.name, AttrType::Complex);
                     fill(parent.sub(sub, a.def.ty));
+                    advertise_reference(parent, a, mutability);
                 }
                 (Some(filter), leaf) => {
                     let parent = top(&mut out, &a.scim.attr.name, AttrType::Complex);
                     parent.multi = true;
                     fill(parent.sub(leaf.unwrap_or("value"), a.def.ty));
+                    advertise_reference(parent, a, mutability);
                     for (k, v) in selector_terms(filter).unwrap_or_default() {
                         let d = parent.sub(&k, value_type(&v));
                         // A boolean selector (`primary eq true`) is not a value a client

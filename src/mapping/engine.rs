@@ -115,7 +115,14 @@ impl Resource {
                     })?,
                 None => coerce_read(a.def.ty, raw),
             };
+            let reference = a
+                .reference
+                .as_ref()
+                .and_then(|r| Some((r, r.url(&value, base_url)?)));
             scim_doc::set(&mut doc, &a.scim, value, &a.extra);
+            if let Some((r, url)) = reference {
+                scim_doc::set(&mut doc, &r.path, url, &a.extra);
+            }
         }
         if let Value::Object(map) = &mut doc {
             let mut schemas = vec![Value::String(self.schema.clone())];
@@ -292,6 +299,7 @@ impl Resource {
                             .sub
                             .as_deref()
                             .is_some_and(|s| s.eq_ignore_ascii_case(sub))
+                            || is_rendered_ref(a, sub)
                     });
                     if !v.is_null() && !known && !self.ignored(urn, key, Some(sub)) {
                         return Err(Self::unmapped(urn, &format!("{key}.{sub}")));
@@ -329,6 +337,7 @@ impl Resource {
                                 .as_deref()
                                 .is_some_and(|s| s.eq_ignore_ascii_case(sub))
                                 || a.extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(sub))
+                                || is_rendered_ref(a, sub)
                                 || a.scim
                                     .filter
                                     .as_ref()
@@ -397,7 +406,7 @@ impl Resource {
                 format!("{} must be a {}", a.key, a.def.ty.as_str()),
             ));
         }
-        Ok(v)
+        Ok(a.cast_for_upstream(v)?)
     }
 
     /// The upstream fields a write carries (not yet wrapped: see [`Resource::wrap`]);
@@ -639,6 +648,12 @@ fn describe(element: &Value) -> String {
                 .join(" and ")
         })
         .unwrap_or_default()
+}
+
+/// A reference's `$ref` is rendered on read; a client may send it back, and `value` is
+/// what is written.
+fn is_rendered_ref(a: &Attribute, sub: &str) -> bool {
+    a.reference.is_some() && sub.eq_ignore_ascii_case("$ref")
 }
 
 /// Upstream scalars in the SCIM type the attribute has (integer ids as strings and so on).

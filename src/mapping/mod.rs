@@ -1,6 +1,7 @@
 //! The mapping language: raw files ([`raw`]) are compiled ([`compile`]) into a [`Mapping`]
 //! that the [`engine`] runs. Everything a request needs is prepared here, once per load.
 
+pub mod cast;
 pub mod compile;
 pub mod discovery;
 pub mod engine;
@@ -283,6 +284,31 @@ pub struct Attribute {
     pub case_exact: bool,
     /// Another attribute writes the same field and wins when both are present.
     pub yields_to: Option<usize>,
+    /// The upstream field's JSON type, when writes must convert the SCIM value.
+    pub upstream_type: Option<UpstreamType>,
+    /// The resource type whose id this `value` sub-attribute holds.
+    pub reference: Option<Reference>,
+}
+
+/// An upstream field's JSON type that differs from the SCIM value's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamType {
+    /// A SCIM string of decimal digits, written as a JSON integer.
+    Integer,
+}
+
+/// A `value` sub-attribute that holds the id of a resource of another (or the same) type,
+/// like the enterprise `manager.value`.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// The resource type's name (`User`), for `referenceTypes`.
+    pub resource: String,
+    /// Its endpoint (`Users`), for `$ref`; set once every resource is compiled.
+    pub endpoint: String,
+    /// Its id shape, checked on writes.
+    pub id_kind: IdKind,
+    /// The sibling `$ref` sub-attribute (`manager.$ref`).
+    pub path: AttrRef,
 }
 
 /// PUT semantics for attributes the request omits.

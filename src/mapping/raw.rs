@@ -347,6 +347,12 @@ pub struct RawAttribute {
     pub extra: BTreeMap<String, Value>,
     pub case_exact: Option<bool>,
     pub r#type: Option<String>,
+    /// The upstream field's JSON type, when it is not the SCIM value's: `integer` writes
+    /// the SCIM string `"1043"` as the number `1043` (anything else is a 400).
+    pub upstream_type: Option<String>,
+    /// For a `value` sub-attribute: the resource type (`User`) whose id it holds. Reads
+    /// render the sibling `$ref`, writes accept `$ref` and need an id of that type's shape.
+    pub reference: Option<String>,
 }
 
 /// Rules for writes that involve more than one attribute.
