@@ -378,13 +378,18 @@ fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCod
     }
 }
 
-fn load_config(common: &Common) -> anyhow::Result<Config> {
-    let mut config = Config::load(&common.config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))?;
-    if let Some(dir) = &common.mappings {
-        config.mappings = dir.clone();
+/// Where `serve` (and its reloads) read the configuration from.
+fn config_source(common: &Common) -> server::config_reload::ConfigSource {
+    server::config_reload::ConfigSource {
+        path: common.config.clone(),
+        mappings: common.mappings.clone(),
     }
-    Ok(config)
+}
+
+fn load_config(common: &Common) -> anyhow::Result<Config> {
+    config_source(common)
+        .load()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", common.config.display()))
 }
 
 fn init_logging(config: &Config) {
@@ -477,9 +482,15 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         scheme = if gateway.config.tls.paths().is_some() { "https" } else { "http" },
         admin_listen = %admin.map_or_else(|| "off".to_owned(), |a| a.to_string()),
         mapping = %hash,
+        config = %gateway.config_hash,
         "scimgate serving"
     );
     server::reload::spawn(gateway.clone(), dir, std::time::Duration::from_millis(500));
+    server::config_reload::spawn(
+        gateway.clone(),
+        config_source(&common),
+        std::time::Duration::from_millis(500),
+    );
     server::serve(gateway, listener).await?;
     Ok(())
 }

@@ -1,5 +1,10 @@
 //! `config.toml` layered with `SCIMGATE_*` environment variables (`__` for nesting).
 //! Secrets (the upstream service token) live here or in the environment, never in mappings.
+//!
+//! [`runtime`] says which settings a running gateway takes from an edited file and which
+//! need a restart.
+
+pub mod runtime;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The gateway's configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// SCIM listener address.
@@ -38,7 +43,7 @@ pub struct Config {
 
 /// Terminating HTTPS in the gateway. Both paths or neither; the files are re-read when
 /// they change, so a renewed certificate needs no restart.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
@@ -58,7 +63,7 @@ impl TlsConfig {
 }
 
 /// The upstream web app.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub url: String,
@@ -97,7 +102,7 @@ pub enum AuthMode {
 }
 
 /// Authentication settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub mode: AuthMode,
@@ -112,7 +117,7 @@ pub struct AuthConfig {
 }
 
 /// A statically configured SCIM key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticKey {
     /// Hex SHA-256 of the token (`scimgate hash-token`).
@@ -124,7 +129,7 @@ pub struct StaticKey {
 }
 
 /// Inbound limits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub body_bytes: usize,
@@ -289,6 +294,15 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// A short hash of the effective configuration (file and environment together), shown
+    /// by `/readyz` and in reload logs so an operator can tell which settings serve. It is
+    /// a digest, so the service token in it is not revealed.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&text))[..16].to_owned()
     }
 
     /// The base path with a trailing `/` removed (`/` becomes empty).

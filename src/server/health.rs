@@ -50,9 +50,11 @@ pub async fn alive() -> &'static str {
 }
 
 /// `GET /readyz`: 200 when the mapping is loaded and the upstream is reachable, else 503
-/// with the reason. Both answers name the mapping hash in use.
+/// with the reason. Both answers name the mapping and configuration hashes in use, and the
+/// restart-only settings changed in the configuration file since start.
 pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
     let mapping = gateway.mapping.load_full();
+    let restart_required: Vec<&str> = gateway.restart_required.iter().map(|p| p.setting).collect();
     let problem = if mapping.resources.is_empty() {
         Some("the mapping serves no resource types".to_owned())
     } else {
@@ -62,6 +64,8 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
         None => axum::Json(json!({
             "status": "ready",
             "mapping": mapping.hash,
+            "config": gateway.config_hash,
+            "restart_required": restart_required,
             "upstream": "reachable",
         }))
         .into_response(),
@@ -70,6 +74,8 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
             axum::Json(json!({
                 "status": "not ready",
                 "mapping": mapping.hash,
+                "config": gateway.config_hash,
+                "restart_required": restart_required,
                 "reason": reason,
             })),
         )

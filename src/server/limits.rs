@@ -158,7 +158,8 @@ pub struct RateLimiter {
     burst: f64,
     buckets: Cache<[u8; 32], Arc<Mutex<Bucket>>>,
     capacity: u64,
-    limited: AtomicU64,
+    /// Shared with the limiters later reloads make, so the counter never goes back.
+    limited: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -186,8 +187,24 @@ impl RateLimiter {
                 .time_to_idle(idle)
                 .build(),
             capacity: limits.rate_buckets,
-            limited: AtomicU64::new(0),
+            limited: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// A limiter for changed `limits`, keeping the count of refused requests. Its buckets
+    /// start full: a bucket's size, refill rate and idle expiry all follow from the
+    /// settings, and one extra burst per tenant at a reload is the same as at a restart.
+    pub fn reconfigured(&self, limits: &Limits) -> RateLimiter {
+        RateLimiter {
+            limited: self.limited.clone(),
+            ..RateLimiter::new(limits)
+        }
+    }
+
+    /// Whether `limits` differ from this limiter's in anything it was built from.
+    pub fn differs(old: &Limits, new: &Limits) -> bool {
+        (old.rate_per_second, old.burst, old.rate_buckets)
+            != (new.rate_per_second, new.burst, new.rate_buckets)
     }
 
     /// The bucket key of a tenant: its fields the mapping uses (`company_id=42`), or its

@@ -2,9 +2,11 @@
 //! SCIM Error answer in one place.
 
 pub mod auth;
+pub mod config_reload;
 mod discovery;
 pub mod health;
 pub mod limits;
+pub mod live;
 mod members;
 pub mod observe;
 pub mod reload;
@@ -32,18 +34,30 @@ use crate::upstream::Upstream;
 use auth::{Authenticator, Tenant};
 
 /// Everything a request needs, shared by all requests.
+///
+/// A configuration reload makes a new `Gateway` (a snapshot, see [`live`]) rather than
+/// changing this one, so the settings a request reads here stay the same until it ends.
 pub struct Gateway {
-    /// The mapping in use; swapped whole on reload, read without locks.
-    pub mapping: ArcSwap<Mapping>,
+    /// The mapping in use; swapped whole on reload, read without locks. Shared by every
+    /// snapshot.
+    pub mapping: Arc<ArcSwap<Mapping>>,
     pub upstream: Upstream,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
+    /// The settings this gateway serves with: the file and environment as of the last
+    /// reload, with restart-only settings as they were at start.
     pub config: Config,
+    /// [`Config::hash`] of `config`.
+    pub config_hash: String,
+    /// Restart-only settings changed in the file since start (their old values serve).
+    pub restart_required: Vec<crate::config::runtime::Pending>,
     /// Counters and histograms, rendered on the admin listener.
     pub metrics: Arc<observe::Metrics>,
     /// The cached upstream reachability answer of `/readyz`.
-    pub readiness: health::Readiness,
+    pub readiness: Arc<health::Readiness>,
     /// Per-tenant token buckets (`limits.rate_per_second`, `limits.burst`).
-    pub rate_limiter: limits::RateLimiter,
+    pub rate_limiter: Arc<limits::RateLimiter>,
+    /// The reloadable state this gateway belongs to.
+    live: live::Link,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -52,36 +66,43 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// The upstream client's settings from `[upstream]`.
+pub fn upstream_settings(u: &crate::config::UpstreamConfig) -> crate::upstream::UpstreamSettings {
+    use std::time::Duration;
+    crate::upstream::UpstreamSettings {
+        url: u.url.clone(),
+        token: u.token.clone(),
+        timeout: Duration::from_millis(u.timeout_ms),
+        connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+        policy: crate::upstream::resilience::Policy {
+            max_concurrent: u.max_concurrent,
+            queue_wait: Duration::from_millis(u.queue_wait_ms),
+            retries: u.retries,
+            retry_backoff: Duration::from_millis(u.retry_backoff_ms),
+            retry_budget_percent: u.retry_budget_percent,
+            breaker_failures: u.breaker_failures,
+            breaker_cooldown: Duration::from_millis(u.breaker_cooldown_ms),
+        },
+    }
+}
+
 impl Gateway {
     /// Builds the gateway from a loaded configuration and a compiled mapping.
     pub fn new(config: Config, mapping: Mapping) -> anyhow::Result<Arc<Gateway>> {
-        use std::time::Duration;
-        let u = &config.upstream;
-        let upstream = Upstream::new(&crate::upstream::UpstreamSettings {
-            url: u.url.clone(),
-            token: u.token.clone(),
-            timeout: Duration::from_millis(u.timeout_ms),
-            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
-            policy: crate::upstream::resilience::Policy {
-                max_concurrent: u.max_concurrent,
-                queue_wait: Duration::from_millis(u.queue_wait_ms),
-                retries: u.retries,
-                retry_backoff: Duration::from_millis(u.retry_backoff_ms),
-                retry_budget_percent: u.retry_budget_percent,
-                breaker_failures: u.breaker_failures,
-                breaker_cooldown: Duration::from_millis(u.breaker_cooldown_ms),
-            },
-        })?;
+        let upstream = Upstream::new(&upstream_settings(&config.upstream))?;
         let auth = Authenticator::new(&config.auth, &mapping)?;
         let rate_limiter = limits::RateLimiter::new(&config.limits);
         Ok(Arc::new(Gateway {
-            mapping: ArcSwap::from_pointee(mapping),
+            mapping: Arc::new(ArcSwap::from_pointee(mapping)),
             upstream,
-            auth,
+            auth: Arc::new(auth),
+            config_hash: config.hash(),
             config,
+            restart_required: Vec::new(),
             metrics: Arc::new(observe::Metrics::new()),
-            readiness: health::Readiness::default(),
-            rate_limiter,
+            readiness: Arc::default(),
+            rate_limiter: Arc::new(rate_limiter),
+            live: live::Link::Origin(Arc::default()),
         }))
     }
 }
@@ -148,8 +169,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// `tls.cert` and `tls.key` are configured (a pair that does not load is an error at once;
 /// later changes to the files are picked up), plain HTTP otherwise.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
-    let app = router(gateway.clone());
-    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // Each request runs on the router of the gateway serving when it arrives, so a
+    // configuration reload applies to new requests only.
+    let app = live::Dispatch::new(&gateway);
+    let make_service =
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     let draining = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let draining = draining.clone();
@@ -159,13 +183,16 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
             draining.notify_one();
         }
     };
-    let grace = std::time::Duration::from_millis(gateway.config.shutdown_grace_ms);
-    // Requests in flight get `shutdown_grace_ms` to finish; then the process exits anyway,
-    // before an orchestrator's own kill.
-    let deadline = async move {
-        draining.notified().await;
-        tokio::time::sleep(grace).await;
-        tracing::warn!("shutdown grace period over; requests still in flight are abandoned");
+    // Requests in flight get `shutdown_grace_ms` (as configured when the signal comes) to
+    // finish; then the process exits anyway, before an orchestrator's own kill.
+    let deadline = {
+        let gateway = gateway.clone();
+        async move {
+            draining.notified().await;
+            let grace = gateway.current().config.shutdown_grace_ms;
+            tokio::time::sleep(std::time::Duration::from_millis(grace)).await;
+            tracing::warn!("shutdown grace period over; requests still in flight are abandoned");
+        }
     };
     let served = async {
         match gateway.config.tls.paths() {

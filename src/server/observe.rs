@@ -631,9 +631,13 @@ pub fn admin_router(gateway: Arc<Gateway>) -> Router {
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    // The admin listener holds the gateway built at start; caches and limits are the
+    // serving snapshot's.
+    let gateway = gateway.current();
     let hash = gateway.mapping.load().hash.clone();
     let mut text = gateway.metrics.render(&hash);
     text.push_str(&super::limits::render_metrics(&gateway).await);
+    text.push_str(&super::config_reload::render_metrics(&gateway));
     (
         [(
             header::CONTENT_TYPE,

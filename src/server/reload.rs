@@ -29,7 +29,7 @@ pub enum Reloaded {
 }
 
 /// Checks `dir` once and swaps in a new mapping if it changed and compiles.
-pub fn reload_once(gateway: &Gateway, dir: &std::path::Path, force: bool) -> Reloaded {
+pub fn reload_once(gateway: &Arc<Gateway>, dir: &std::path::Path, force: bool) -> Reloaded {
     let sources = match read_dir_sources(dir) {
         Ok(s) => s,
         Err(e) => return Reloaded::Rejected(e.to_string()),
@@ -42,11 +42,16 @@ pub fn reload_once(gateway: &Gateway, dir: &std::path::Path, force: bool) -> Rel
         Ok(m) => m,
         Err(e) => return Reloaded::Rejected(e.to_string()),
     };
-    if let Err(e) = gateway.auth.accepts(&mapping) {
+    // Checked against the authentication settings serving now, with no configuration
+    // reload swapping others in meanwhile.
+    let live = gateway.live();
+    let _reloading = live.as_ref().map(|l| l.reloading());
+    let current = gateway.current();
+    if let Err(e) = current.auth.accepts(&mapping) {
         return Reloaded::Rejected(e.to_string());
     }
-    gateway.mapping.store(Arc::new(mapping));
-    gateway.auth.forget_all();
+    current.mapping.store(Arc::new(mapping));
+    current.auth.forget_all();
     Reloaded::Swapped(hash)
 }
 
@@ -92,7 +97,8 @@ pub fn spawn(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
                 Reloaded::Swapped(hash) => {
                     last_rejected = None;
                     gateway.metrics.record_reload(true);
-                    tracing::info!(mapping = %hash, dir = %dir.display(), "mapping reloaded");
+                    let config = gateway.current().config_hash.clone();
+                    tracing::info!(mapping = %hash, config = %config, dir = %dir.display(), "mapping reloaded");
                 }
                 Reloaded::Rejected(why) => {
                     // Log a broken edit once, not on every poll.

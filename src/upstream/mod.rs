@@ -62,6 +62,11 @@ pub struct Upstream {
     token: Option<HeaderValue>,
     /// Concurrency cap, breaker and retry budget, shared by every clone.
     guard: Arc<Guard>,
+    /// Per-call timeout and connect timeout the client was built with.
+    timeouts: (Duration, Duration),
+    /// The per-call knobs (queue wait, retries, backoff); a reload may change them, while
+    /// the guard keeps the cap, breaker and budget it was built with.
+    policy: Policy,
 }
 
 /// Settings the client is built from.
@@ -87,31 +92,35 @@ impl Upstream {
         let prefix = base.path().trim_end_matches('/').to_owned();
         base.set_query(None);
         base.set_fragment(None);
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Connections in use never exceed the calls in flight; idle ones are kept up to
-            // the same number.
-            .pool_max_idle_per_host(settings.policy.max_concurrent)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        let token = match &settings.token {
-            Some(t) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                    anyhow::anyhow!("upstream.token has characters not allowed in a header")
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
         Ok(Upstream {
-            client,
+            client: client(settings)?,
             base,
             prefix,
-            token,
+            token: token_header(settings.token.as_deref())?,
             guard: Arc::new(Guard::new(settings.policy.clone())),
+            timeouts: (settings.timeout, settings.connect_timeout),
+            policy: settings.policy.clone(),
+        })
+    }
+
+    /// This upstream with what a configuration reload may change: the service token, the
+    /// timeouts, the queue wait, retries and backoff. The URL, the concurrency cap, the
+    /// circuit breaker and the retry budget (and their counters) stay shared with `self`;
+    /// the connection pool too, unless a timeout changed (the client holds those).
+    pub fn reconfigured(&self, settings: &UpstreamSettings) -> anyhow::Result<Upstream> {
+        let timeouts = (settings.timeout, settings.connect_timeout);
+        Ok(Upstream {
+            client: if timeouts == self.timeouts {
+                self.client.clone()
+            } else {
+                client(settings)?
+            },
+            base: self.base.clone(),
+            prefix: self.prefix.clone(),
+            token: token_header(settings.token.as_deref())?,
+            guard: self.guard.clone(),
+            timeouts,
+            policy: settings.policy.clone(),
         })
     }
 
@@ -188,18 +197,18 @@ impl Upstream {
             request
         };
         let retry = Retry::of(&call.method);
-        let policy = &self.guard.policy;
+        let policy = &self.policy;
         self.guard.budget.deposit();
         let mut retries = 0;
         let received = loop {
-            let (slot, ticket) =
-                self.guard
-                    .enter()
-                    .await
-                    .map_err(|r| UpstreamError::Unavailable {
-                        why: r.why,
-                        retry_after: r.retry_after,
-                    })?;
+            let (slot, ticket) = self
+                .guard
+                .enter_within(policy.queue_wait)
+                .await
+                .map_err(|r| UpstreamError::Unavailable {
+                    why: r.why,
+                    retry_after: r.retry_after,
+                })?;
             let started = std::time::Instant::now();
             let received = receive(build()).await;
             let attempt = match &received {
@@ -293,6 +302,29 @@ impl Upstream {
             )),
         }
     }
+}
+
+/// The pooled client for `settings`.
+fn client(settings: &UpstreamSettings) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        // Connections in use never exceed the calls in flight; idle ones are kept up to
+        // the same number.
+        .pool_max_idle_per_host(settings.policy.max_concurrent)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// The `Authorization` value carrying the service token (marked sensitive, so it is never
+/// printed).
+fn token_header(token: Option<&str>) -> anyhow::Result<Option<HeaderValue>> {
+    let Some(t) = token else { return Ok(None) };
+    let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
+        .map_err(|_| anyhow::anyhow!("upstream.token has characters not allowed in a header"))?;
+    v.set_sensitive(true);
+    Ok(Some(v))
 }
 
 /// What [`receive`] gives: the answer, or how the attempt failed and the error for it.

@@ -382,17 +382,23 @@ impl Guard {
         }
     }
 
-    /// Waits (at most `queue_wait`) for a slot, then asks the breaker.
+    /// Waits (at most the policy's `queue_wait`) for a slot, then asks the breaker.
     pub async fn enter(&self) -> Result<(Slot<'_>, Ticket<'_>), Refused> {
+        self.enter_within(self.policy.queue_wait).await
+    }
+
+    /// Waits at most `queue_wait` (which a configuration reload may have changed) for a
+    /// slot, then asks the breaker.
+    pub async fn enter_within(
+        &self,
+        queue_wait: Duration,
+    ) -> Result<(Slot<'_>, Ticket<'_>), Refused> {
         // Fail fast without queueing while the breaker is open.
         if let Some(secs) = self.breaker.refusing() {
             return Err(self.open(secs));
         }
-        let permit = match tokio::time::timeout(
-            self.policy.queue_wait,
-            self.slots.clone().acquire_owned(),
-        )
-        .await
+        let permit = match tokio::time::timeout(queue_wait, self.slots.clone().acquire_owned())
+            .await
         {
             Ok(Ok(p)) => p,
             _ => {
@@ -401,7 +407,7 @@ impl Guard {
                     why: format!(
                         "the gateway already has {} calls to the upstream in flight and none finished within {} ms",
                         self.policy.max_concurrent,
-                        self.policy.queue_wait.as_millis()
+                        queue_wait.as_millis()
                     ),
                     retry_after: 1,
                 });
