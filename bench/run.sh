@@ -210,6 +210,11 @@ token = "svc-bench-token"
 
 [auth]
 mode = "introspect"
+
+# One tenant sends all the load: the per-tenant rate limit (100/s by default) would turn
+# nearly every request into a 429 and the run into a measurement of the limiter.
+[limits]
+rate_per_second = 0
 EOF
 
 # Launches the gateway (optionally under a wrapper such as valgrind) and prints the

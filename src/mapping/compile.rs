@@ -965,7 +965,7 @@ impl Compiler {
         if self.errors.len() > errors_before {
             return None;
         }
-        Some(Resource {
+        let mut resource = Resource {
             name: name.to_owned(),
             endpoint,
             schema,
@@ -991,7 +991,10 @@ impl Compiler {
             gone_when,
             unique,
             update_body,
-        })
+            layout: None,
+        };
+        resource.layout = super::render::Layout::build(&resource);
+        Some(resource)
     }
 
     fn members(

@@ -3,6 +3,7 @@
 //! Pure functions; the HTTP calls are made by `server::resource`.
 
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 use super::scim_doc;
 use super::template::{scalar_text, Vars};
@@ -100,20 +101,8 @@ impl Resource {
                 scim_doc::set(&mut doc, &a.scim, c.clone(), &a.extra);
                 continue;
             }
-            let Some(raw) = a.read.as_ref().and_then(|p| p.read(obj)) else {
+            let Some(value) = self.read_attribute(a, obj)?.map(Cow::into_owned) else {
                 continue;
-            };
-            let value = match &a.enum_map {
-                Some(map) => map
-                    .pairs
-                    .iter()
-                    .find(|(_, u)| u == raw)
-                    .map(|(s, _)| s.clone())
-                    .ok_or_else(|| ReadError::NotInEnum {
-                        attribute: a.key.clone(),
-                        value: raw.to_string(),
-                    })?,
-                None => coerce_read(a.def.ty, raw),
             };
             let reference = a
                 .reference
@@ -657,8 +646,8 @@ fn is_rendered_ref(a: &Attribute, sub: &str) -> bool {
 }
 
 /// Upstream scalars in the SCIM type the attribute has (integer ids as strings and so on).
-fn coerce_read(ty: AttrType, raw: &Value) -> Value {
-    match (ty, raw) {
+pub(crate) fn coerce_read(ty: AttrType, raw: &Value) -> Cow<'_, Value> {
+    Cow::Owned(match (ty, raw) {
         (AttrType::String | AttrType::Reference | AttrType::DateTime, Value::Number(n)) => {
             Value::String(n.to_string())
         }
@@ -669,8 +658,8 @@ fn coerce_read(ty: AttrType, raw: &Value) -> Value {
         (AttrType::Boolean, Value::String(s)) if s.eq_ignore_ascii_case("false") => {
             Value::Bool(false)
         }
-        _ => raw.clone(),
-    }
+        _ => return Cow::Borrowed(raw),
+    })
 }
 
 /// Entra ID sends booleans as the strings `"True"`/`"False"`; every other client sends

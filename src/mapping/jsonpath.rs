@@ -63,6 +63,16 @@ impl ReadPath {
             .filter(|v| !v.is_null())
     }
 
+    /// Like [`ReadPath::read`], but moves the node out of `value` (leaving `null`) where
+    /// the path is singular, so an upstream object is not copied out of its envelope.
+    pub fn take(&self, value: &mut Value) -> Option<Value> {
+        if let Some(keys) = &self.singular {
+            let node = keys.iter().try_fold(value, |v, k| v.get_mut(k))?;
+            return Some(node.take()).filter(|v| !v.is_null());
+        }
+        self.read(value).cloned()
+    }
+
     /// Like [`ReadPath::read_many`], but moves the items out of `value` where the path is
     /// singular (the common `$.data`), so a page of objects is not copied.
     pub fn take_many(&self, value: &mut Value) -> Option<Vec<Value>> {

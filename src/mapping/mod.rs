@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod engine;
 pub mod jsonpath;
 pub mod raw;
+pub mod render;
 pub mod scim_doc;
 pub mod sort;
 pub mod template;
@@ -380,6 +381,9 @@ pub struct Resource {
     /// Attributes looked up before create (and before a change) for uniqueness.
     pub unique: Vec<(AttrRef, String)>,
     pub update_body: UpdateBody,
+    /// Where attributes land in the SCIM document, for writing it without building it;
+    /// `None` when the attributes land in ways [`render::Layout`] does not model.
+    pub layout: Option<render::Layout>,
 }
 
 impl Resource {

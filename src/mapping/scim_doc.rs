@@ -22,12 +22,18 @@ fn get_ci_mut<'a>(map: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut 
 
 /// The entry for `key`, created as `default` under the key's given spelling when absent.
 fn entry_ci<'a>(map: &'a mut Map<String, Value>, key: &str, default: Value) -> &'a mut Value {
-    let actual = map
-        .keys()
-        .find(|k| k.eq_ignore_ascii_case(key))
-        .cloned()
-        .unwrap_or_else(|| key.to_owned());
-    map.entry(actual).or_insert(default)
+    // The exact spelling is the common case (documents built from the mapping): found
+    // without a scan or a copy of the key.
+    let actual = if map.contains_key(key) {
+        None
+    } else {
+        map.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()
+    };
+    match actual {
+        Some(actual) => map.entry(actual),
+        None => map.entry(key),
+    }
+    .or_insert(default)
 }
 
 /// The object holding the reference's top-level attribute: the document, or its extension.
@@ -44,6 +50,19 @@ fn container_mut<'a>(doc: &'a mut Value, r: &AttrRef) -> Option<&'a mut Map<Stri
     match &r.attr.urn {
         None => Some(obj),
         Some(urn) => entry_ci(obj, urn, Value::Object(Map::new())).as_object_mut(),
+    }
+}
+
+/// Is `filter` a selector (only `eq` terms joined by `and`)? See [`selector_terms`].
+fn is_selector(filter: &Filter) -> bool {
+    match filter {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value,
+        } => path.urn.is_none() && path.sub.is_none() && !matches!(value, CompValue::Null),
+        Filter::And(a, b) => is_selector(a) && is_selector(b),
+        _ => false,
     }
 }
 
@@ -151,7 +170,7 @@ pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]
             }
         }
         (Some(filter), _) => {
-            let Some(terms) = selector_terms(filter) else {
+            if !is_selector(filter) {
                 match get_ci_mut(map, &r.attr.name) {
                     Some(Value::Array(items)) => {
                         let hits: Vec<usize> = (0..items.len())
@@ -167,7 +186,7 @@ pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]
                     _ => {}
                 }
                 return;
-            };
+            }
             let list = entry_ci(map, &r.attr.name, Value::Array(Vec::new()));
             if !list.is_array() {
                 *list = Value::Array(Vec::new());
@@ -178,7 +197,10 @@ pub fn set(doc: &mut Value, r: &AttrRef, value: Value, extra: &[(String, Value)]
             let index = match (0..items.len()).rev().find(|&i| selects(items, i, filter)) {
                 Some(i) => i,
                 None => {
-                    let element: Map<String, Value> = terms.into_iter().collect();
+                    let element: Map<String, Value> = selector_terms(filter)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
                     items.push(Value::Object(element));
                     items.len() - 1
                 }
@@ -204,7 +226,9 @@ fn update_element(element: &mut Value, r: &AttrRef, value: Value, extra: &[(Stri
         }
     }
     for (k, v) in extra {
-        entry_ci(element, k, v.clone());
+        if get_ci(element, k).is_none() {
+            element.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -218,7 +242,7 @@ pub fn remove(doc: &mut Value, r: &AttrRef) {
     let key = r.attr.name.as_str();
     let remove_ci = |obj: &mut Map<String, Value>, name: &str| {
         if let Some(actual) = obj.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned() {
-            obj.shift_remove(&actual);
+            obj.remove(&actual);
         }
     };
     match (&r.filter, &r.attr.sub) {

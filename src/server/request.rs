@@ -159,7 +159,11 @@ pub fn base_url(public_url: Option<&str>, base_path: &str, headers: &HeaderMap) 
 
 /// A SCIM JSON answer.
 pub fn scim_response<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    scim_json_response(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A SCIM answer whose JSON text is already written.
+pub fn scim_json_response(status: StatusCode, bytes: Vec<u8>) -> Response {
     let mut response = (status, bytes).into_response();
     response
         .headers_mut()

@@ -11,7 +11,7 @@ use axum::Extension;
 use serde_json::{json, Value};
 
 use super::auth::Tenant;
-use super::request::{base_url, scim_response, ListParams, ScimJson};
+use super::request::{base_url, scim_json_response, scim_response, ListParams, ScimJson};
 use super::Gateway;
 use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
 use crate::mapping::template::{scalar_text, Vars};
@@ -343,12 +343,34 @@ impl Ctx {
     }
 
     fn to_scim(&self, obj: &Value) -> Result<Value, ScimError> {
-        self.resource.to_scim(obj, &self.base_url).map_err(|e| {
-            ScimError::bad_gateway(format!(
-                "the upstream {} cannot be read through the mapping: {e}",
-                self.resource.name
-            ))
-        })
+        self.resource
+            .to_scim(obj, &self.base_url)
+            .map_err(|e| self.unreadable(e))
+    }
+
+    /// Appends `obj`'s SCIM document to `out` as JSON text (see `mapping::render`).
+    fn write_scim(&self, obj: &Value, out: &mut Vec<u8>) -> Result<(), ScimError> {
+        self.resource
+            .write_scim(obj, &self.base_url, out)
+            .map_err(|e| self.unreadable(e))
+    }
+
+    fn unreadable(&self, e: crate::mapping::engine::ReadError) -> ScimError {
+        ScimError::bad_gateway(format!(
+            "the upstream {} cannot be read through the mapping: {e}",
+            self.resource.name
+        ))
+    }
+
+    /// A read answered with whole documents exactly as the mapping gives them: no
+    /// projection, no members to fetch, no `ETag` to derive, and a resource whose
+    /// documents can be written without being built.
+    fn is_plain_read(&self, params: &ListParams) -> bool {
+        self.resource.layout.is_some()
+            && self.resource.members.is_none()
+            && self.resource.version.is_none()
+            && params.attributes.is_none()
+            && params.excluded_attributes.is_none()
     }
 
     /// GETs one object; `Ok(None)` for 404.
@@ -359,16 +381,20 @@ impl Ctx {
             .get
             .as_ref()
             .ok_or_else(|| not_supported("reads"))?;
-        let response = self.send(call, Some(id), &[], None).await?;
+        let mut response = self.send(call, Some(id), &[], None).await?;
         if response.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if self.is_error(&response) {
             return Err(self.upstream_error(&response, Some(id)));
         }
-        match self.object(call, &response.body) {
-            Some(obj) if self.resource.is_gone(obj) => Ok(None),
-            Some(obj) => Ok(Some(obj.clone())),
+        let obj = match &call.item {
+            Some(p) => p.take(&mut response.body),
+            None => Some(std::mem::take(&mut response.body)),
+        };
+        match obj.filter(|o| self.resource.upstream_id(o).is_ok()) {
+            Some(obj) if self.resource.is_gone(&obj) => Ok(None),
+            Some(obj) => Ok(Some(obj)),
             None => Err(ScimError::bad_gateway(format!(
                 "the upstream answer to {} holds no {}",
                 call.route, self.resource.name
@@ -907,13 +933,13 @@ fn project(
         if let Some(key) = key {
             match &p.sub {
                 None => {
-                    map.shift_remove(&key);
+                    map.remove(&key);
                 }
                 Some(sub) => {
                     if let Some(Value::Object(inner)) = map.get_mut(&key) {
                         if let Some(s) = inner.keys().find(|k| k.eq_ignore_ascii_case(sub)).cloned()
                         {
-                            inner.shift_remove(&s);
+                            inner.remove(&s);
                         }
                     }
                 }
@@ -975,8 +1001,48 @@ pub async fn search_post(
 
 /// A ListResponse for one resource type.
 async fn search(ctx: &Ctx, params: ListParams) -> Result<Response, ScimError> {
+    if ctx.is_plain_read(&params) && params.filter.as_deref().is_none_or(|f| f.trim().is_empty()) {
+        return list_plain(ctx, &params).await;
+    }
     let (resources, total, start_index) = search_docs(ctx, &params, None).await?;
     Ok(list_response(resources, total, start_index))
+}
+
+/// The most common list (a page, no filter, projection or members): the ListResponse is
+/// written straight from the upstream page, without SCIM documents in between. Its text
+/// is what [`search_docs`] and [`list_response`] would give.
+async fn list_plain(ctx: &Ctx, params: &ListParams) -> Result<Response, ScimError> {
+    let call = ctx
+        .resource
+        .ops
+        .list
+        .as_ref()
+        .ok_or_else(|| not_supported("listing"))?;
+    let (start_index, count) = list_window(params, ctx.gateway.config.limits.max_results)?;
+    let sort = ctx
+        .resource
+        .sort_query(params.sort_by.as_deref(), params.sort_order.as_deref())?;
+    let (items, total) = ctx
+        .fetch_window(call, None, &sort, start_index - 1, count)
+        .await?;
+    let mut body = Vec::with_capacity(128 + items.len() * 768);
+    body.extend_from_slice(b"{\"schemas\":[\"");
+    body.extend_from_slice(LIST_SCHEMA.as_bytes());
+    body.extend_from_slice(
+        format!(
+            "\"],\"totalResults\":{total},\"startIndex\":{start_index},\"itemsPerPage\":{},\"Resources\":[",
+            items.len()
+        )
+        .as_bytes(),
+    );
+    for (i, obj) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        ctx.write_scim(obj, &mut body)?;
+    }
+    body.extend_from_slice(b"]}");
+    Ok(scim_json_response(StatusCode::OK, body))
 }
 
 /// A ListResponse, serialized straight from the resources (no intermediate copy).
@@ -1166,24 +1232,31 @@ pub async fn get_one(
 ) -> Result<Response, ScimError> {
     let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
     ctx.check_id(&id)?;
+    if ctx.is_plain_read(&params) {
+        let obj = ctx.fetch(&id).await?.ok_or_else(|| ctx.not_found(&id))?;
+        let mut body = Vec::with_capacity(1024);
+        ctx.write_scim(&obj, &mut body)?;
+        return Ok(scim_json_response(StatusCode::OK, body));
+    }
     let attributes = parse_attr_list(params.attributes.as_deref())?;
     let excluded = parse_attr_list(params.excluded_attributes.as_deref())?.unwrap_or_default();
     let doc = ctx.fetch_doc(&id).await?;
     if let Some(tag) = etag(&doc) {
         if precondition_matches(&headers, header::IF_NONE_MATCH, tag) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
-            set_etag(&mut response, &doc);
+            set_etag(&mut response, etag_header(&doc));
             return Ok(response);
         }
     }
     let doc = ctx
         .with_members(doc, &id, attributes.as_deref(), &excluded)
         .await?;
+    let tag = etag_header(&doc);
     let mut response = scim_response(
         StatusCode::OK,
-        &project(doc.clone(), attributes.as_deref(), &excluded),
+        &project(doc, attributes.as_deref(), &excluded),
     );
-    set_etag(&mut response, &doc);
+    set_etag(&mut response, tag);
     Ok(response)
 }
 
@@ -1265,7 +1338,7 @@ pub async fn create(
         .unwrap_or_default()
         .to_owned();
     let mut response = scim_response(StatusCode::CREATED, &doc);
-    set_etag(&mut response, &doc);
+    set_etag(&mut response, etag_header(&doc));
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
@@ -1301,7 +1374,7 @@ pub async fn replace(
         doc = ctx.with_members(doc, &id, None, &[]).await?;
     }
     let mut response = scim_response(StatusCode::OK, &doc);
-    set_etag(&mut response, &doc);
+    set_etag(&mut response, etag_header(&doc));
     Ok(response)
 }
 
@@ -1376,11 +1449,12 @@ pub async fn patch(
             .with_members(doc, &id, attributes.as_deref(), &excluded)
             .await?;
     }
+    let tag = etag_header(&doc);
     let mut response = scim_response(
         StatusCode::OK,
-        &project(doc.clone(), attributes.as_deref(), &excluded),
+        &project(doc, attributes.as_deref(), &excluded),
     );
-    set_etag(&mut response, &doc);
+    set_etag(&mut response, tag);
     Ok(response)
 }
 
@@ -1525,8 +1599,14 @@ fn etag(doc: &Value) -> Option<&str> {
     doc["meta"]["version"].as_str()
 }
 
-fn set_etag(response: &mut Response, doc: &Value) {
-    if let Some(v) = etag(doc).and_then(|t| HeaderValue::from_str(t).ok()) {
+/// The `ETag` header for a document's `meta.version`, taken before the document is
+/// projected (which may drop `meta`).
+fn etag_header(doc: &Value) -> Option<HeaderValue> {
+    etag(doc).and_then(|t| HeaderValue::from_str(t).ok())
+}
+
+fn set_etag(response: &mut Response, tag: Option<HeaderValue>) {
+    if let Some(v) = tag {
         response.headers_mut().insert(header::ETAG, v);
     }
 }
