@@ -8,10 +8,9 @@
 //! - a flood of random bearer tokens against introspection: the introspection cache must
 //!   stay within `auth.cache_capacity`.
 //!
-//! Sizes: 10,000 requests and 20,000 random tokens (20 times the cache capacity) by
-//! default, to keep the suite quick on a small machine; `SCIMGATE_LOAD_REQUESTS` and
-//! `SCIMGATE_LOAD_TOKENS` change them (`SCIMGATE_LOAD_TOKENS=100000` for the full flood: about
-//! 100 s in a debug build on 2 cores).
+//! Sizes: 10,000 requests and 100,000 random tokens (100 times the cache capacity) by
+//! default, about 30 s in a debug build on 2 cores; `LOADTEST_REQUESTS` and
+//! `LOADTEST_TOKENS` change them (not `SCIMGATE_*`: those are gateway settings).
 
 mod stress;
 
@@ -305,7 +304,7 @@ fn urlencode(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_okta_load_through_the_gateway() {
-    let total = env_count("SCIMGATE_LOAD_REQUESTS", 10_000);
+    let total = env_count("LOADTEST_REQUESTS", 10_000);
     let (demo, demo_url) = start_demo().await;
     demo.add_scim_key(LOAD_TOKEN, COMPANY, "k_load", "SCIM Provisioning");
     let mut config = Config::default();
@@ -468,7 +467,7 @@ fn resident_bytes() -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_tokens_cannot_grow_the_introspection_cache() {
-    let tokens = env_count("SCIMGATE_LOAD_TOKENS", 20_000);
+    let tokens = env_count("LOADTEST_TOKENS", 100_000);
     let capacity = 1_000;
     let (url, calls) = inactive_introspection().await;
     let mut config = Config::default();
