@@ -712,6 +712,19 @@ impl crate::scim::patch::PatchTarget for Resource {
             })
     }
 
+    fn takes_bare_value(&self, path: &crate::scim::filter::AttrRef) -> bool {
+        self.attrs_named(path.attr.urn.as_deref(), &path.attr.name)
+            .any(|a| {
+                a.scim.filter.is_none()
+                    && !a.def.multi_valued
+                    && a.scim
+                        .attr
+                        .sub
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("value"))
+            })
+    }
+
     fn classify(&self, path: &crate::scim::filter::AttrRef) -> crate::scim::patch::PathClass {
         use crate::scim::patch::PathClass;
         let urn = path.attr.urn.as_deref();

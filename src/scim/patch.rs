@@ -1,8 +1,8 @@
 //! SCIM PATCH (RFC 7644 §3.5.2) applied to a resource's JSON document.
 //!
 //! Clients differ in how they spell the same change; each dialect is recognised in one
-//! named place ([`normalize_op_name`], [`split_no_path_value`], [`OKTA_ID_IN_VALUE`]) and
-//! everything after that works on one canonical form.
+//! named place ([`normalize_op_name`], [`split_no_path_value`], [`OKTA_ID_IN_VALUE`],
+//! [`entra_bare_value`]) and everything after that works on one canonical form.
 
 use serde_json::{Map, Value};
 
@@ -50,6 +50,28 @@ pub trait PatchTarget {
     /// Does the resource keep only the primary value of this multi-valued attribute?
     fn primary_only(&self, _path: &AttrRef) -> bool {
         false
+    }
+    /// Is `path` a singular complex attribute whose `value` sub-attribute the resource
+    /// maps (the enterprise `manager`)? See [`entra_bare_value`].
+    fn takes_bare_value(&self, _path: &AttrRef) -> bool {
+        false
+    }
+}
+
+/// Entra ID writes the enterprise `manager` as the manager's bare id
+/// (`{"op": "Add", "path": "…:manager", "value": "26118915"}`, or
+/// `{"…:manager": "26118915"}` in a no-path value) where RFC 7643 has
+/// `{"value": "26118915"}`. A string given for a singular complex attribute whose `value`
+/// the resource maps is read as that `value`.
+fn entra_bare_value(target: &dyn PatchTarget, path: &AttrRef, value: Value) -> Value {
+    let whole_attribute = path.filter.is_none() && path.attr.sub.is_none() && path.sub.is_none();
+    match value {
+        Value::String(id) if whole_attribute && target.takes_bare_value(path) => {
+            let mut wrapped = Map::new();
+            wrapped.insert("value".into(), Value::String(id));
+            Value::Object(wrapped)
+        }
+        other => other,
     }
 }
 
@@ -240,6 +262,7 @@ pub fn apply(doc: &mut Value, ops: &[PatchOp], target: &dyn PatchTarget) -> Resu
         };
         for (path, value) in targets {
             let path = canonical(target, path);
+            let value = entra_bare_value(target, &path, value);
             match target.classify(&path) {
                 PathClass::Writable => {}
                 PathClass::Ignored => continue,
@@ -393,11 +416,13 @@ mod tests {
             match path.attr.name.to_ascii_lowercase().as_str() {
                 "password" => PathClass::Ignored,
                 "meta" => PathClass::ReadOnly,
-                "username" | "active" | "name" | "emails" | "department" | "displayname" => {
-                    PathClass::Writable
-                }
+                "username" | "active" | "name" | "emails" | "department" | "displayname"
+                | "manager" => PathClass::Writable,
                 _ => PathClass::Unknown,
             }
+        }
+        fn takes_bare_value(&self, path: &AttrRef) -> bool {
+            path.attr.name.eq_ignore_ascii_case("manager")
         }
     }
 
@@ -417,6 +442,15 @@ mod tests {
         let user = json!({"userName": "ada", "active": true, "name": {"givenName": "Ada", "familyName": "L"},
             "emails": [{"type": "work", "value": "ada@x.com", "primary": true}]});
         let cases = [
+            // Entra: the enterprise manager as a bare id, with a path and without.
+            (
+                json!([{"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "26118915"}]),
+                json!({"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "26118915"}}}),
+            ),
+            (
+                json!([{"op": "Replace", "value": {"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager": "7"}}]),
+                json!({"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "7"}}}),
+            ),
             // Okta deactivation: replace, no path.
             (
                 json!([{"op": "replace", "value": {"active": false}}]),
