@@ -47,6 +47,14 @@ impl ReadPath {
         &self.text
     }
 
+    /// The member name when the path is one top-level member (`$.email`, `$['email']`).
+    pub fn top_level_member(&self) -> Option<&str> {
+        match self.singular.as_deref() {
+            Some([key]) => Some(key),
+            _ => None,
+        }
+    }
+
     /// The first node the path selects; `None` when nothing or only `null` is there.
     pub fn read<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         if let Some(keys) = &self.singular {

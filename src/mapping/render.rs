@@ -8,6 +8,11 @@
 //! document. The document is the same: `write_scim`'s text parses to exactly what
 //! `to_scim` returns (tested below against every shipped mapping).
 //!
+//! The cost follows the attributes an upstream object has, not the attributes the mapping
+//! declares: the fields read through top-level paths (`$.email`, nearly all of them) are
+//! found by one pass over the object's own members, and a member of the document is only
+//! visited when something in it has a value.
+//!
 //! Mappings whose attributes land in ways the layout does not model (filters other than
 //! `eq` selectors, two selectors on one attribute, a name used both as a value and as a
 //! parent) get no layout and are written from `to_scim`'s document, as before.
@@ -28,6 +33,11 @@ pub struct Layout {
     top: Vec<(String, Node)>,
     /// Per extension URN, the attributes whose presence makes the document carry it.
     extensions: Vec<(String, Vec<usize>)>,
+    /// Upstream member name → the attributes read from it, sorted by name: attributes
+    /// whose path is one top-level member.
+    by_member: Vec<(String, Vec<usize>)>,
+    /// Attributes read through any other path (nested, filtered, wildcards).
+    other_paths: Vec<usize>,
 }
 
 /// One member of the document.
@@ -91,7 +101,53 @@ impl Layout {
                 (ext.clone(), carriers)
             })
             .collect();
-        Some(Layout { top, extensions })
+        let mut by_member: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut other_paths = Vec::new();
+        for (i, a) in resource.attributes.iter().enumerate() {
+            let Some(path) = &a.read else { continue };
+            match path.top_level_member() {
+                Some(member) => match by_member.iter_mut().find(|(m, _)| m == member) {
+                    Some((_, attrs)) => attrs.push(i),
+                    None => by_member.push((member.to_owned(), vec![i])),
+                },
+                None => other_paths.push(i),
+            }
+        }
+        by_member.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(Layout {
+            top,
+            extensions,
+            by_member,
+            other_paths,
+        })
+    }
+
+    /// Each attribute's upstream value in `obj` (`None`: absent or null), by attribute
+    /// index: one pass over `obj`'s members, plus a read per attribute with another path.
+    fn read_all<'v>(&self, resource: &Resource, obj: &'v Value) -> Vec<Option<&'v Value>> {
+        let mut found = vec![None; resource.attributes.len()];
+        if let Value::Object(members) = obj {
+            for (name, value) in members {
+                if value.is_null() {
+                    continue;
+                }
+                if let Ok(i) = self
+                    .by_member
+                    .binary_search_by(|(m, _)| m.as_str().cmp(name))
+                {
+                    for &a in &self.by_member[i].1 {
+                        found[a] = Some(value);
+                    }
+                }
+            }
+        }
+        for &a in &self.other_paths {
+            found[a] = resource.attributes[a]
+                .read
+                .as_ref()
+                .and_then(|p| p.read(obj));
+        }
+        found
     }
 }
 
@@ -191,6 +247,8 @@ fn finish(level: &mut [(String, Node)]) {
 struct Render<'a> {
     resource: &'a Resource,
     layout: &'a Layout,
+    /// Each attribute's upstream value, by index (see [`Layout::read_all`]).
+    found: Vec<Option<&'a Value>>,
     obj: &'a Value,
     base_url: &'a str,
     id: String,
@@ -213,6 +271,7 @@ impl Resource {
         let render = Render {
             resource: self,
             layout,
+            found: layout.read_all(self, obj),
             obj,
             base_url,
             id: self.upstream_id(obj)?,
@@ -242,6 +301,11 @@ impl<'a> Render<'a> {
         out.push(b'{');
         let mut any = false;
         for (key, node) in members {
+            if let Node::Leaf(sources) = node {
+                if !sources.iter().any(|s| self.may_have_value(s)) {
+                    continue;
+                }
+            }
             let before = out.len();
             if any {
                 out.push(b',');
@@ -285,6 +349,17 @@ impl<'a> Render<'a> {
         Ok(true)
     }
 
+    /// False when the source certainly gives nothing (its upstream field is absent), so
+    /// an absent attribute costs a look at one slot.
+    fn may_have_value(&self, source: &Source) -> bool {
+        let (Source::Attr(i) | Source::Ref(i)) = source;
+        let a = &self.resource.attributes[*i];
+        match source {
+            Source::Attr(_) => a.constant.is_some() || self.found[*i].is_some(),
+            Source::Ref(_) => a.constant.is_none() && self.found[*i].is_some(),
+        }
+    }
+
     /// The value a source gives, as `to_scim` would set it.
     fn source(&self, source: &Source) -> Result<Option<Cow<'a, Value>>, ReadError> {
         let (i, is_ref) = match source {
@@ -296,9 +371,10 @@ impl<'a> Render<'a> {
         if let Some(c) = &a.constant {
             return Ok((!is_ref).then_some(Cow::Borrowed(c)));
         }
-        let Some(value) = self.resource.read_attribute(a, self.obj)? else {
+        let Some(raw) = self.found[i] else {
             return Ok(None);
         };
+        let value = self.resource.scim_value(a, raw)?;
         if !is_ref {
             return Ok(Some(value));
         }
@@ -362,8 +438,7 @@ impl<'a> Render<'a> {
         write_str(out, &self.resource.schema);
         for (ext, carriers) in &self.layout.extensions {
             let present = carriers.iter().any(|&i| {
-                let a = &self.resource.attributes[i];
-                a.constant.is_some() || a.read.as_ref().and_then(|p| p.read(self.obj)).is_some()
+                self.resource.attributes[i].constant.is_some() || self.found[i].is_some()
             });
             if present {
                 out.push(b',');
@@ -430,20 +505,30 @@ impl Resource {
         a: &'v super::Attribute,
         obj: &'v Value,
     ) -> Result<Option<Cow<'v, Value>>, ReadError> {
-        let Some(raw) = a.read.as_ref().and_then(|p| p.read(obj)) else {
-            return Ok(None);
-        };
+        match a.read.as_ref().and_then(|p| p.read(obj)) {
+            Some(raw) => self.scim_value(a, raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The SCIM value of an attribute's (non-null) upstream value: its enum pair, or the
+    /// value in the attribute's SCIM type.
+    fn scim_value<'v>(
+        &self,
+        a: &'v super::Attribute,
+        raw: &'v Value,
+    ) -> Result<Cow<'v, Value>, ReadError> {
         match &a.enum_map {
             Some(map) => map
                 .pairs
                 .iter()
                 .find(|(_, u)| u == raw)
-                .map(|(s, _)| Some(Cow::Borrowed(s)))
+                .map(|(s, _)| Cow::Borrowed(s))
                 .ok_or_else(|| ReadError::NotInEnum {
                     attribute: a.key.clone(),
                     value: raw.to_string(),
                 }),
-            None => Ok(Some(coerce_read(a.def.ty, raw))),
+            None => Ok(coerce_read(a.def.ty, raw)),
         }
     }
 }

@@ -1025,7 +1025,7 @@ async fn list_plain(ctx: &Ctx, params: &ListParams) -> Result<Response, ScimErro
     let (items, total) = ctx
         .fetch_window(call, None, &sort, start_index - 1, count)
         .await?;
-    let mut body = Vec::with_capacity(128 + items.len() * 768);
+    let mut body = Vec::with_capacity(128 + items.len() * 1024);
     body.extend_from_slice(b"{\"schemas\":[\"");
     body.extend_from_slice(LIST_SCHEMA.as_bytes());
     body.extend_from_slice(
