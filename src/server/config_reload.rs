@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Authenticator;
 use super::limits::RateLimiter;
+use super::reload::Wake;
 use super::Gateway;
 use crate::config::runtime::{self, Pending};
 use crate::config::{Config, ConfigError};
@@ -184,9 +185,7 @@ pub fn reload_once(
 /// Watches `source.path` every `interval` and on SIGHUP, for as long as the process runs.
 pub fn spawn(gateway: Arc<Gateway>, source: ConfigSource, interval: Duration) {
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut wake = Wake::new(interval);
         let mut last_rejected: Option<String> = None;
         // The text loaded at start is not known here; the first look loads it and finds
         // nothing to change (unless the file was edited meanwhile).
@@ -194,22 +193,7 @@ pub fn spawn(gateway: Arc<Gateway>, source: ConfigSource, interval: Duration) {
         let mut seen_meta = fingerprint(&source.path);
         step(&gateway, &source, &mut seen_text, &mut last_rejected, false).await;
         loop {
-            #[cfg(unix)]
-            let forced = match hangup.as_mut() {
-                Some(h) => tokio::select! {
-                    _ = tokio::time::sleep(interval) => false,
-                    _ = h.recv() => true,
-                },
-                None => {
-                    tokio::time::sleep(interval).await;
-                    false
-                }
-            };
-            #[cfg(not(unix))]
-            let forced = {
-                tokio::time::sleep(interval).await;
-                false
-            };
+            let forced = wake.next().await;
             // Reading and hashing the file only when its metadata moved keeps an idle
             // gateway's polling to a `stat`.
             let now = fingerprint(&source.path);

@@ -55,31 +55,45 @@ pub fn reload_once(gateway: &Arc<Gateway>, dir: &std::path::Path, force: bool) -
     Reloaded::Swapped(hash)
 }
 
+/// The pace of a watcher: the next poll after `interval`, or at once on SIGHUP.
+pub(super) struct Wake {
+    interval: Duration,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Wake {
+    /// Listens for SIGHUP from now on (where signals exist).
+    pub(super) fn new(interval: Duration) -> Wake {
+        Wake {
+            interval,
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Waits for the next poll; `true` when SIGHUP asked for it (a forced reload).
+    pub(super) async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(h) = self.hangup.as_mut() {
+            return tokio::select! {
+                _ = tokio::time::sleep(self.interval) => false,
+                _ = h.recv() => true,
+            };
+        }
+        tokio::time::sleep(self.interval).await;
+        false
+    }
+}
+
 /// Watches `dir` every `interval` and on SIGHUP, for as long as the process runs.
 pub fn spawn(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut wake = Wake::new(interval);
         let mut last_rejected: Option<String> = None;
         let mut seen: Option<Vec<(PathBuf, u64, std::time::SystemTime)>> = None;
         loop {
-            #[cfg(unix)]
-            let forced = match hangup.as_mut() {
-                Some(h) => tokio::select! {
-                    _ = tokio::time::sleep(interval) => false,
-                    _ = h.recv() => true,
-                },
-                None => {
-                    tokio::time::sleep(interval).await;
-                    false
-                }
-            };
-            #[cfg(not(unix))]
-            let forced = {
-                tokio::time::sleep(interval).await;
-                false
-            };
+            let forced = wake.next().await;
             // Reading and hashing the files only when their metadata moved keeps an idle
             // gateway's polling to a few `stat` calls.
             let now = fingerprint(&dir);
