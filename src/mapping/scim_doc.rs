@@ -53,7 +53,8 @@ fn container_mut<'a>(doc: &'a mut Value, r: &AttrRef) -> Option<&'a mut Map<Stri
     }
 }
 
-/// Is `filter` a selector (only `eq` terms joined by `and`)? See [`selector_terms`].
+/// Is `filter` a selector: `eq` terms on plain attribute names, against non-null values,
+/// joined by `and`? Only a selector can build the element it selects.
 fn is_selector(filter: &Filter) -> bool {
     match filter {
         Filter::Compare {
@@ -66,29 +67,32 @@ fn is_selector(filter: &Filter) -> bool {
     }
 }
 
-/// The `eq` terms of a selector filter such as `type eq "work" and primary eq true`.
+/// The `eq` terms of a selector filter such as `type eq "work" and primary eq true`
+/// (`None` for any other filter: see [`is_selector`]).
 pub fn selector_terms(filter: &Filter) -> Option<Vec<(String, Value)>> {
-    match filter {
-        Filter::Compare {
-            path,
-            op: CompareOp::Eq,
-            value,
-        } if path.urn.is_none() && path.sub.is_none() => {
-            let v = match value {
-                CompValue::Null => return None,
-                CompValue::Bool(b) => Value::Bool(*b),
-                CompValue::Number(n) => Value::Number(n.clone()),
-                CompValue::String(s) => Value::String(s.clone()),
-            };
-            Some(vec![(path.name.clone(), v)])
+    fn collect(filter: &Filter, terms: &mut Vec<(String, Value)>) {
+        match filter {
+            Filter::Compare { path, value, .. } => {
+                let v = match value {
+                    CompValue::Bool(b) => Value::Bool(*b),
+                    CompValue::Number(n) => Value::Number(n.clone()),
+                    CompValue::String(s) => Value::String(s.clone()),
+                    CompValue::Null => Value::Null,
+                };
+                terms.push((path.name.clone(), v));
+            }
+            Filter::And(a, b) => {
+                collect(a, terms);
+                collect(b, terms);
+            }
+            _ => {}
         }
-        Filter::And(a, b) => {
-            let mut terms = selector_terms(a)?;
-            terms.extend(selector_terms(b)?);
-            Some(terms)
-        }
-        _ => None,
     }
+    is_selector(filter).then(|| {
+        let mut terms = Vec::new();
+        collect(filter, &mut terms);
+        terms
+    })
 }
 
 /// Only objects are elements a filter can select: a plain value has no sub-attributes to
