@@ -1,5 +1,10 @@
 //! The HTTP client for the upstream API: one pooled keep-alive client, URLs built only from
 //! the configured origin and a mapping's path template, service credential attached here.
+//!
+//! The client is hyper-util's pooled client (the one reqwest is built on) used directly:
+//! each call's URI is assembled from the origin, parsed once at start, and the rendered
+//! path, so no call parses a URL, and no redirect layer runs (the gateway follows no
+//! redirects). That was about 25,000 instructions of every call (BENCHMARKS.md).
 //! Every call carries the SCIM request's `X-Request-Id` and is counted by its mapped route
 //! (the path template, never the concrete URL).
 //!
@@ -13,7 +18,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::Value;
 use url::Url;
 
@@ -23,6 +35,24 @@ use resilience::{Attempt, Guard, Policy, Retry};
 
 /// Upstream bodies larger than this are refused rather than buffered.
 const MAX_UPSTREAM_BODY: usize = 32 * 1024 * 1024;
+
+/// What a path may not carry unescaped (the URL standard's path percent-encode set): a
+/// mapping's literal text is escaped as `Url::set_path` would; rendered ids are already
+/// escaped as single segments.
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\');
+
+/// The pooled HTTP(S) client.
+type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Why an upstream call produced no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +85,11 @@ pub struct Response {
 /// The upstream client.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: reqwest::Client,
+    client: Client,
     base: Url,
+    /// The base URL's scheme and authority, every call's origin.
+    scheme: Scheme,
+    authority: Authority,
     /// The base URL's path without its trailing `/`, prefixed to every call's path.
     prefix: String,
     token: Option<HeaderValue>,
@@ -92,8 +125,18 @@ impl Upstream {
         let prefix = base.path().trim_end_matches('/').to_owned();
         base.set_query(None);
         base.set_fragment(None);
+        let origin: Uri = base
+            .origin()
+            .ascii_serialization()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("upstream.url {:?}: {e}", settings.url))?;
+        let (Some(scheme), Some(authority)) = (origin.scheme(), origin.authority()) else {
+            anyhow::bail!("upstream.url {:?} has no origin", settings.url);
+        };
         Ok(Upstream {
             client: client(settings)?,
+            scheme: scheme.clone(),
+            authority: authority.clone(),
             base,
             prefix,
             token: token_header(settings.token.as_deref())?,
@@ -116,6 +159,8 @@ impl Upstream {
                 client(settings)?
             },
             base: self.base.clone(),
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
             prefix: self.prefix.clone(),
             token: token_header(settings.token.as_deref())?,
             guard: self.guard.clone(),
@@ -124,29 +169,37 @@ impl Upstream {
         })
     }
 
-    /// The absolute URL a call would reach, without sending it (used by tests and `explain`).
-    pub fn url_for(
+    /// The URI a call reaches: the upstream's origin (always: only the path and query
+    /// come from the mapping and the request), the base path, the rendered path template
+    /// (ids escaped as single segments), then the mapping's and the request's query
+    /// parameters, form-encoded.
+    pub fn uri_for(
         &self,
         call: &Call,
         vars: &Vars<'_>,
         query: &[(String, String)],
-    ) -> Result<Url, UpstreamError> {
+    ) -> Result<Uri, UpstreamError> {
         let path = call.path.render_path(vars)?;
-        let mut url = self.base.clone();
-        url.set_path(&format!("{}{}", self.prefix, path));
+        let mut target = String::with_capacity(self.prefix.len() + path.len() + 64);
+        target.extend(utf8_percent_encode(&self.prefix, PATH));
+        target.extend(utf8_percent_encode(&path, PATH));
         if !call.query.is_empty() || !query.is_empty() {
-            let mut pairs = url.query_pairs_mut();
+            target.push('?');
+            let start = target.len();
+            let mut pairs = url::form_urlencoded::Serializer::for_suffix(target, start);
             for (k, v) in call.query.iter().chain(query) {
                 pairs.append_pair(k, v);
             }
+            target = pairs.finish();
         }
-        // Belt and braces: encoded segments cannot change the origin, and this proves it.
-        if url.origin() != self.base.origin() {
-            return Err(UpstreamError::Render(RenderError::UnsafeSegment(
-                "path".into(),
-            )));
-        }
-        Ok(url)
+        let unsafe_path = || UpstreamError::Render(RenderError::UnsafeSegment("path".into()));
+        let path_and_query = PathAndQuery::try_from(target).map_err(|_| unsafe_path())?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| unsafe_path())
     }
 
     /// Parses `text` (absolute, or relative to the upstream URL) and returns it only when it
@@ -168,32 +221,38 @@ impl Upstream {
         body: Option<&Value>,
         headers: &[(&HeaderName, &str)],
     ) -> Result<Response, UpstreamError> {
-        let url = self.url_for(call, vars, query)?;
-        let body = body.map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
-        let request_id = crate::server::observe::request_id();
+        let uri = self.uri_for(call, vars, query)?;
+        let body = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+        let mut fixed = HeaderMap::with_capacity(4 + headers.len());
+        fixed.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(token) = &self.token {
+            fixed.insert(http::header::AUTHORIZATION, token.clone());
+        }
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                fixed.append((*name).clone(), v);
+            }
+        }
+        if let Some(id) = crate::server::observe::request_id() {
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                fixed.insert(crate::server::observe::REQUEST_ID, v);
+            }
+        }
+        if body.is_some() {
+            fixed.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        // A retry sends the same request again (an `http::Request` is not `Clone`).
         let build = || {
-            let mut request = self
-                .client
-                .request(call.method.clone(), url.clone())
-                .header(http::header::ACCEPT, "application/json");
-            if let Some(token) = &self.token {
-                request = request.header(http::header::AUTHORIZATION, token.clone());
-            }
-            for (name, value) in headers {
-                if let Ok(v) = HeaderValue::from_str(value) {
-                    request = request.header((*name).clone(), v);
-                }
-            }
-            if let Some(id) = &request_id {
-                if let Ok(v) = HeaderValue::from_str(id) {
-                    request = request.header(crate::server::observe::REQUEST_ID, v);
-                }
-            }
-            if let Some(b) = &body {
-                request = request
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(b.clone());
-            }
+            let mut request = http::Request::new(Full::new(body.clone().unwrap_or_default()));
+            *request.method_mut() = call.method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.headers_mut() = fixed.clone();
             request
         };
         let retry = Retry::of(&call.method);
@@ -210,7 +269,11 @@ impl Upstream {
                     retry_after: r.retry_after,
                 })?;
             let started = std::time::Instant::now();
-            let received = receive(build()).await;
+            let received = match tokio::time::timeout(self.timeouts.0, self.receive(build())).await
+            {
+                Ok(received) => received,
+                Err(_) => Err((Attempt::TimedOut, UpstreamError::Timeout)),
+            };
             let attempt = match &received {
                 Ok((status, _, _)) => Attempt::Answered(*status),
                 Err((attempt, _)) => *attempt,
@@ -304,17 +367,29 @@ impl Upstream {
     }
 }
 
-/// The pooled client for `settings`.
-fn client(settings: &UpstreamSettings) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(settings.timeout)
-        .connect_timeout(settings.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(60))
-        // Connections in use never exceed the calls in flight; idle ones are kept up to
-        // the same number.
-        .pool_max_idle_per_host(settings.policy.max_concurrent)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+/// The pooled client for `settings`: HTTP, or HTTPS verified against the Mozilla roots
+/// (webpki-roots) with rustls on *ring*. The whole-call timeout is applied per call.
+fn client(settings: &UpstreamSettings) -> anyhow::Result<Client> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .map_err(|e| anyhow::anyhow!("cannot set up TLS for the upstream: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            // Connections in use never exceed the calls in flight; idle ones are kept up
+            // to the same number.
+            .pool_max_idle_per_host(settings.policy.max_concurrent)
+            .build(https),
+    )
 }
 
 /// The `Authorization` value carrying the service token (marked sensitive, so it is never
@@ -327,47 +402,52 @@ fn token_header(token: Option<&str>) -> anyhow::Result<Option<HeaderValue>> {
     Ok(Some(v))
 }
 
-/// What [`receive`] gives: the answer, or how the attempt failed and the error for it.
-type Received = Result<(StatusCode, HeaderMap, bytes::Bytes), (Attempt, UpstreamError)>;
+/// What [`Upstream::receive`] gives: the answer, or how the attempt failed and the error
+/// for it.
+type Received = Result<(StatusCode, HeaderMap, Bytes), (Attempt, UpstreamError)>;
 
-/// Sends a prepared request and reads the whole answer (bounded).
-async fn receive(request: reqwest::RequestBuilder) -> Received {
-    let response = request.send().await.map_err(classify_send)?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let too_large = || {
-        (
-            Attempt::Unusable,
-            UpstreamError::BadBody("the answer is too large".into()),
-        )
-    };
-    if response
-        .content_length()
-        .is_some_and(|l| l as usize > MAX_UPSTREAM_BODY)
-    {
-        return Err(too_large());
-    }
-    let mut response = response;
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(classify_body)? {
-        if bytes.len() + chunk.len() > MAX_UPSTREAM_BODY {
+impl Upstream {
+    /// Sends a prepared request and reads the whole answer (bounded). The caller bounds
+    /// the time.
+    async fn receive(&self, request: http::Request<Full<Bytes>>) -> Received {
+        let response = self.client.request(request).await.map_err(classify_send)?;
+        let (parts, body) = response.into_parts();
+        let too_large = || {
+            (
+                Attempt::Unusable,
+                UpstreamError::BadBody("the answer is too large".into()),
+            )
+        };
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|l| l > MAX_UPSTREAM_BODY as u64) {
             return Err(too_large());
         }
-        bytes.extend_from_slice(&chunk);
+        // A body that arrives in one piece is kept as it is, not copied.
+        let bytes = match Limited::new(body, MAX_UPSTREAM_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(too_large()),
+            Err(_) => {
+                return Err((
+                    Attempt::Truncated,
+                    UpstreamError::BadBody("the connection closed mid-answer".into()),
+                ))
+            }
+        };
+        Ok((parts.status, parts.headers, bytes))
     }
-    Ok((status, headers, bytes.freeze()))
 }
 
 /// A failure before the answer began.
-fn classify_send(e: reqwest::Error) -> (Attempt, UpstreamError) {
+fn classify_send(e: hyper_util::client::legacy::Error) -> (Attempt, UpstreamError) {
     if e.is_connect() {
         // Refused, unresolvable, or not established within connect_timeout: nothing was sent.
         (
             Attempt::ConnectFailed,
             UpstreamError::Unreachable("connection failed".into()),
         )
-    } else if e.is_timeout() {
-        (Attempt::TimedOut, UpstreamError::Timeout)
     } else {
         (
             Attempt::Reset,
@@ -375,18 +455,6 @@ fn classify_send(e: reqwest::Error) -> (Attempt, UpstreamError) {
                 "the connection closed before an answer, so the call may have reached the upstream"
                     .into(),
             ),
-        )
-    }
-}
-
-/// A failure while the answer was being read.
-fn classify_body(e: reqwest::Error) -> (Attempt, UpstreamError) {
-    if e.is_timeout() {
-        (Attempt::TimedOut, UpstreamError::Timeout)
-    } else {
-        (
-            Attempt::Truncated,
-            UpstreamError::BadBody("the connection closed mid-answer".into()),
         )
     }
 }
@@ -400,4 +468,167 @@ fn retry_after_secs(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::template::{Allowed, Template};
+
+    fn upstream(url: &str) -> Upstream {
+        let settings = UpstreamSettings {
+            url: url.to_owned(),
+            token: None,
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            policy: Policy::default(),
+        };
+        Upstream::new(&settings).expect("upstream")
+    }
+
+    fn call(path: &str, query: &[(&str, &str)]) -> Call {
+        let allowed = Allowed {
+            id: true,
+            token: false,
+            member: false,
+            scim: false,
+            tenant_fields: &[],
+        };
+        Call {
+            method: http::Method::GET,
+            path: Template::parse_path(path, allowed).expect("template"),
+            body: None,
+            query: query
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            items: None,
+            total: None,
+            item: None,
+            route: format!("GET {path}"),
+        }
+    }
+
+    #[test]
+    fn uris_keep_the_origin_and_escape_what_requests_bring() {
+        let owned = |q: &[(&str, &str)]| -> Vec<(String, String)> {
+            q.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        type Pairs = &'static [(&'static str, &'static str)];
+        // (base URL, path template, id, mapping query, request query, expected URI)
+        let cases: &[(&str, &str, &str, Pairs, Pairs, &str)] = &[
+            (
+                "http://127.0.0.1:9",
+                "/users/{id}",
+                "1042",
+                &[],
+                &[],
+                "http://127.0.0.1:9/users/1042",
+            ),
+            (
+                "http://127.0.0.1:9/api/",
+                "/users/{id}",
+                "1042",
+                &[],
+                &[],
+                "http://127.0.0.1:9/api/users/1042",
+            ),
+            (
+                "https://up.example",
+                "/users/{id}",
+                "../admin",
+                &[],
+                &[],
+                "https://up.example/users/..%2Fadmin",
+            ),
+            (
+                "http://up",
+                "/users/{id}",
+                "a%2Fb",
+                &[],
+                &[],
+                "http://up/users/a%252Fb",
+            ),
+            (
+                "http://up",
+                "/users/{id}",
+                "x?y#z",
+                &[],
+                &[],
+                "http://up/users/x%3Fy%23z",
+            ),
+            (
+                "http://up",
+                "/users/{id}",
+                "//evil.example",
+                &[],
+                &[],
+                "http://up/users/%2F%2Fevil.example",
+            ),
+            (
+                "http://up",
+                "/users/{id}",
+                "é",
+                &[],
+                &[],
+                "http://up/users/%C3%A9",
+            ),
+            (
+                "http://up",
+                "/odd path/{id}",
+                "1",
+                &[],
+                &[],
+                "http://up/odd%20path/1",
+            ),
+            (
+                "http://up",
+                "/users",
+                "",
+                &[("kind", "a b")],
+                &[],
+                "http://up/users?kind=a+b",
+            ),
+            (
+                "http://up",
+                "/users",
+                "",
+                &[("kind", "x")],
+                &[("email", "ada@example.com"), ("page", "2")],
+                "http://up/users?kind=x&email=ada%40example.com&page=2",
+            ),
+            (
+                "http://up",
+                "/users",
+                "",
+                &[],
+                &[("q", "a&b=c")],
+                "http://up/users?q=a%26b%3Dc",
+            ),
+        ];
+        for (base, path, id, call_query, query, expected) in cases {
+            let vars = Vars {
+                id: (!id.is_empty()).then_some(*id),
+                ..Vars::default()
+            };
+            let uri = upstream(base)
+                .uri_for(&call(path, call_query), &vars, &owned(query))
+                .expect("uri");
+            assert_eq!(uri.to_string(), *expected, "{base} {path} {id:?}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_empty_ids_are_refused() {
+        for id in ["", ".", ".."] {
+            let vars = Vars {
+                id: Some(id),
+                ..Vars::default()
+            };
+            let refused = upstream("http://up").uri_for(&call("/users/{id}", &[]), &vars, &[]);
+            assert!(matches!(refused, Err(UpstreamError::Render(_))), "{id:?}");
+        }
+    }
 }
