@@ -109,46 +109,45 @@ impl Gateway {
 
 /// The router: health endpoints outside authentication, the SCIM API under the base path.
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    // Routes carry the base path themselves rather than being nested under it: a nested
+    // router is a second routing pass, prefix strip and service clone on every request.
+    let base = gateway.config.base_path_trimmed().to_owned();
+    let at = |path: &str| format!("{base}{path}");
     let scim = Router::new()
         .route(
-            "/ServiceProviderConfig",
+            &at("/ServiceProviderConfig"),
             get(discovery::service_provider_config),
         )
-        .route("/ResourceTypes", get(discovery::resource_types))
-        .route("/ResourceTypes/{id}", get(discovery::resource_type))
-        .route("/Schemas", get(discovery::schemas))
-        .route("/Schemas/{id}", get(discovery::schema))
-        .route("/{endpoint}", get(resource::list).post(resource::create))
+        .route(&at("/ResourceTypes"), get(discovery::resource_types))
+        .route(&at("/ResourceTypes/{id}"), get(discovery::resource_type))
+        .route(&at("/Schemas"), get(discovery::schemas))
+        .route(&at("/Schemas/{id}"), get(discovery::schema))
         .route(
-            "/{endpoint}/.search",
+            &at("/{endpoint}"),
+            get(resource::list).post(resource::create),
+        )
+        .route(
+            &at("/{endpoint}/.search"),
             axum::routing::post(resource::search_post),
         )
-        .route("/.search", axum::routing::post(resource::search_all))
+        .route(&at("/.search"), axum::routing::post(resource::search_all))
         .route(
-            "/{endpoint}/{id}",
+            &at("/{endpoint}/{id}"),
             get(resource::get_one)
                 .put(resource::replace)
                 .patch(resource::patch)
                 .delete(resource::delete),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             gateway.clone(),
             authenticate,
         ));
-    let base = gateway.config.base_path_trimmed().to_owned();
     // Probes answer plain JSON (a 503 from /readyz keeps its reason), so they are merged
     // after the layer that rewrites framework errors into SCIM errors.
     let probes = Router::new()
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready));
-    let app = if base.is_empty() {
-        scim
-    } else {
-        Router::new().nest(&base, scim)
-    };
-    app.fallback(not_found)
+    scim.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
         .layer(middleware::from_fn(scim_errors_for_framework_rejections))
@@ -282,7 +281,7 @@ async fn authenticate(
         .await
     {
         Ok(tenant) => {
-            observe::set_tenant(&tenant, &mapping.tenant_fields);
+            observe::set_tenant(&tenant, &mapping);
             if let Err(e) = gateway
                 .rate_limiter
                 .admit(&tenant, &mapping.tenant_fields)

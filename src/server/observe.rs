@@ -19,8 +19,9 @@
 //! What is never logged or labelled: tokens, the `Authorization` header, request or
 //! upstream bodies, query strings (filters carry attribute values) and ids in paths.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
+
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -122,6 +123,17 @@ struct Family<S> {
     series: RwLock<HashMap<Vec<String>, Arc<S>>>,
 }
 
+/// The label values of a lookup, borrowed: it hashes as the `Vec<String>` key it equals
+/// (a slice hashes its length, then each string), so finding a series allocates nothing.
+#[derive(Hash)]
+struct LabelValues<'a, 'v>(&'a [&'v str]);
+
+impl hashbrown::Equivalent<Vec<String>> for LabelValues<'_, '_> {
+    fn equivalent(&self, key: &Vec<String>) -> bool {
+        self.0.len() == key.len() && self.0.iter().zip(key).all(|(a, b)| *a == b)
+    }
+}
+
 impl<S: Series> Family<S> {
     fn new(
         name: &'static str,
@@ -141,15 +153,15 @@ impl<S: Series> Family<S> {
     /// The series for `values` (one per label name), created on first use.
     fn with(&self, values: &[&str]) -> Arc<S> {
         debug_assert_eq!(values.len(), self.labels.len());
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
         if let Some(s) = self
             .series
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(&LabelValues(values))
         {
             return s.clone();
         }
+        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
         let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
         let key = if map.len() >= MAX_SERIES && !map.contains_key(&key) {
             vec!["overflow".to_owned(); self.labels.len()]
@@ -423,10 +435,32 @@ struct Scope {
     upstream_calls: AtomicU32,
 }
 
-/// The tenant as logged: the key id and the tenant fields, never the token.
+/// The tenant as logged: the key id and the tenant fields the mapping names, never the
+/// token. Kept as references and written only when the log line is.
 struct TenantLabel {
-    key_id: Option<String>,
-    fields: String,
+    tenant: Arc<Tenant>,
+    mapping: Arc<crate::mapping::Mapping>,
+}
+
+impl TenantLabel {
+    /// The key id, printable ASCII, at most 64 characters.
+    fn key_id(&self) -> Option<String> {
+        self.tenant.key_id.as_deref().map(|k| clean(k, 64))
+    }
+
+    /// The tenant fields the mapping names (scalars only), as `company_id=42,…`.
+    fn fields(&self) -> String {
+        self.mapping
+            .tenant_fields
+            .iter()
+            .filter_map(|f| {
+                let v = self.tenant.get(f)?;
+                let text = crate::mapping::template::scalar_text(v)?;
+                Some(format!("{f}={}", clean(&text, 64)))
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 fn with_scope<R>(f: impl FnOnce(&Scope) -> R) -> Option<R> {
@@ -459,21 +493,12 @@ pub fn record_introspection_cache(hit: bool) {
 }
 
 /// Remembers the authenticated tenant for the request's log line: its key id and the
-/// tenant fields the mapping names (scalars only, e.g. `company_id=42`).
-pub fn set_tenant(tenant: &Tenant, fields: &[String]) {
+/// tenant fields `mapping` names (scalars only, e.g. `company_id=42`).
+pub fn set_tenant(tenant: &Arc<Tenant>, mapping: &Arc<crate::mapping::Mapping>) {
     with_scope(|s| {
-        let fields = fields
-            .iter()
-            .filter_map(|f| {
-                let v = tenant.get(f)?;
-                let text = crate::mapping::template::scalar_text(v)?;
-                Some(format!("{f}={}", clean(&text, 64)))
-            })
-            .collect::<Vec<_>>()
-            .join(",");
         let _ = s.tenant.set(TenantLabel {
-            key_id: tenant.key_id.as_deref().map(|k| clean(k, 64)),
-            fields,
+            tenant: tenant.clone(),
+            mapping: mapping.clone(),
         });
     });
 }
@@ -597,15 +622,14 @@ pub async fn track(State(gateway): State<Arc<Gateway>>, request: Request, next: 
     metrics
         .scim_duration
         .observe(&[&resource, operation], elapsed.as_secs_f64());
-    let (key_id, tenant) = match scope.tenant.get() {
-        Some(t) => (t.key_id.as_deref().unwrap_or("-"), t.fields.as_str()),
-        None => ("-", "-"),
-    };
+    // Only evaluated when the line is written.
+    let key_id = || scope.tenant.get().and_then(TenantLabel::key_id);
+    let tenant = || scope.tenant.get().map(TenantLabel::fields);
     tracing::info!(
         target: "scimgate::request",
         request_id = %request_id,
-        key_id = %key_id,
-        tenant = %tenant,
+        key_id = %key_id().as_deref().unwrap_or("-"),
+        tenant = %tenant().as_deref().unwrap_or("-"),
         method = %method,
         resource = %resource,
         operation = %operation,
@@ -697,6 +721,16 @@ mod tests {
             .find(|(k, _)| k[0] == "overflow")
             .expect("overflow series");
         assert_eq!(overflow.1 .0.load(Ordering::Relaxed), 50);
+    }
+
+    #[test]
+    fn series_are_found_by_borrowed_label_values() {
+        let m = Metrics::new();
+        m.scim_requests.inc(&["User", "get", "200"]);
+        let map = m.scim_requests.series.read().expect("lock");
+        assert!(map.get(&LabelValues(&["User", "get", "200"])).is_some());
+        assert!(map.get(&LabelValues(&["User", "get", "404"])).is_none());
+        assert!(map.get(&LabelValues(&["User", "get"])).is_none());
     }
 
     #[test]
