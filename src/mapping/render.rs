@@ -33,9 +33,10 @@ pub struct Layout {
     top: Vec<(String, Node)>,
     /// Per extension URN, the attributes whose presence makes the document carry it.
     extensions: Vec<(String, Vec<usize>)>,
-    /// Upstream member name → the attributes read from it, sorted by name: attributes
-    /// whose path is one top-level member.
-    by_member: Vec<(String, Vec<usize>)>,
+    /// Upstream member name → the attributes read from it: attributes whose path is one
+    /// top-level member. Hashed (foldhash), since every member of every object is looked
+    /// up here.
+    by_member: hashbrown::HashMap<String, Vec<usize>>,
     /// Attributes read through any other path (nested, filtered, wildcards).
     other_paths: Vec<usize>,
 }
@@ -101,19 +102,15 @@ impl Layout {
                 (ext.clone(), carriers)
             })
             .collect();
-        let mut by_member: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut by_member: hashbrown::HashMap<String, Vec<usize>> = hashbrown::HashMap::new();
         let mut other_paths = Vec::new();
         for (i, a) in resource.attributes.iter().enumerate() {
             let Some(path) = &a.read else { continue };
             match path.top_level_member() {
-                Some(member) => match by_member.iter_mut().find(|(m, _)| m == member) {
-                    Some((_, attrs)) => attrs.push(i),
-                    None => by_member.push((member.to_owned(), vec![i])),
-                },
+                Some(member) => by_member.entry(member.to_owned()).or_default().push(i),
                 None => other_paths.push(i),
             }
         }
-        by_member.sort_by(|a, b| a.0.cmp(&b.0));
         Some(Layout {
             top,
             extensions,
@@ -131,13 +128,8 @@ impl Layout {
                 if value.is_null() {
                     continue;
                 }
-                if let Ok(i) = self
-                    .by_member
-                    .binary_search_by(|(m, _)| m.as_str().cmp(name))
-                {
-                    for &a in &self.by_member[i].1 {
-                        found[a] = Some(value);
-                    }
+                for &a in self.by_member.get(name.as_str()).into_iter().flatten() {
+                    found[a] = Some(value);
                 }
             }
         }

@@ -316,9 +316,11 @@ impl Upstream {
         let (body, unparsable) = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             (Value::Null, false)
         } else {
-            match serde_json::from_slice(&bytes) {
-                Ok(v) => (v, false),
-                Err(_) => (Value::Null, true),
+            // UTF-8 checked once for the whole text, so the parser need not check each
+            // string (invalid UTF-8 is not JSON either way).
+            match std::str::from_utf8(&bytes).map(serde_json::from_str) {
+                Ok(Ok(v)) => (v, false),
+                _ => (Value::Null, true),
             }
         };
         Ok(Response {
