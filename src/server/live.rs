@@ -19,7 +19,6 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwapOption;
 use axum::extract::Request;
 use axum::response::Response;
-use axum::Router;
 
 use super::Gateway;
 
@@ -42,10 +41,10 @@ impl std::fmt::Debug for Live {
     }
 }
 
-/// A snapshot and the router built on it.
+/// A snapshot and the service built on it.
 struct Serving {
     gateway: Arc<Gateway>,
-    router: Router,
+    app: super::App,
 }
 
 /// How a gateway reaches the [`Live`] cell: the one built at start owns it.
@@ -62,9 +61,8 @@ impl Live {
 
     /// Makes `gateway` (a snapshot) serve new requests.
     pub(super) fn swap_in(&self, gateway: Arc<Gateway>) {
-        let router = super::router(gateway.clone());
-        self.current
-            .store(Some(Arc::new(Serving { gateway, router })));
+        let app = super::router(gateway.clone());
+        self.current.store(Some(Arc::new(Serving { gateway, app })));
     }
 
     /// Counts one configuration reload.
@@ -123,13 +121,13 @@ impl Gateway {
     }
 }
 
-/// The SCIM listener's service: hands each request to the router of the gateway serving
-/// at that moment (one atomic load and a reference count per request).
+/// The SCIM listener's service: hands each request to the service of the gateway serving
+/// at that moment (one atomic load and a clone of that service per request).
 #[derive(Clone)]
 pub(super) struct Dispatch {
     live: Option<Arc<Live>>,
-    /// The router of the gateway built at start, until a reload swaps another in.
-    initial: Router,
+    /// The service of the gateway built at start, until a reload swaps another in.
+    initial: super::App,
 }
 
 impl Dispatch {
@@ -144,21 +142,20 @@ impl Dispatch {
 impl tower::Service<Request> for Dispatch {
     type Response = Response;
     type Error = Infallible;
-    type Future = <Router as tower::Service<Request>>::Future;
+    type Future = tower::util::Oneshot<super::App, Request>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let mut router = match &self.live {
+        let app = match &self.live {
             Some(live) => match live.current.load().as_ref() {
-                Some(serving) => serving.router.clone(),
+                Some(serving) => serving.app.clone(),
                 None => self.initial.clone(),
             },
             None => self.initial.clone(),
         };
-        // A router is always ready (its `poll_ready` does nothing).
-        tower::Service::call(&mut router, request)
+        tower::ServiceExt::oneshot(app, request)
     }
 }

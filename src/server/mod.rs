@@ -107,8 +107,17 @@ impl Gateway {
     }
 }
 
-/// The router: health endpoints outside authentication, the SCIM API under the base path.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// The whole SCIM listener as one service, cheap to clone (each request clones it once).
+pub type App = tower::util::BoxCloneSyncService<Request, Response, std::convert::Infallible>;
+
+/// The SCIM listener's service: health endpoints outside authentication, the SCIM API
+/// under the base path, and around them, one concern per layer: the request's id, metrics
+/// and log line (outermost); URL and header sizes and the deadline; framework rejections
+/// rewritten as SCIM errors; the body limit.
+///
+/// The layers wrap the router once rather than through `Router::layer`, which would wrap
+/// every route and make each request clone (allocate) every layer's boxed route.
+pub fn router(gateway: Arc<Gateway>) -> App {
     // Routes carry the base path themselves rather than being nested under it: a nested
     // router is a second routing pass, prefix strip and service clone on every request.
     let base = gateway.config.base_path_trimmed().to_owned();
@@ -141,27 +150,31 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             gateway.clone(),
             authenticate,
-        ));
-    // Probes answer plain JSON (a 503 from /readyz keeps its reason), so they are merged
-    // after the layer that rewrites framework errors into SCIM errors.
-    let probes = Router::new()
-        .route("/healthz", get(health::alive))
-        .route("/readyz", get(health::ready));
-    scim.fallback(not_found)
+        ))
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
-        .layer(middleware::from_fn(scim_errors_for_framework_rejections))
+        .with_state(gateway.clone());
+    let scim = tower::ServiceBuilder::new()
         // URL and header sizes before anything else, then the request's deadline.
         .layer(middleware::from_fn_with_state(
             gateway.clone(),
             limits::inbound,
         ))
-        .merge(probes)
-        .layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            observe::track,
-        ))
-        .with_state(gateway)
+        .layer(middleware::from_fn(scim_errors_for_framework_rejections))
+        .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
+        .service(scim);
+    // Probes answer plain JSON (a 503 from /readyz keeps its reason), so they are outside
+    // the layer that rewrites framework errors into SCIM errors.
+    let app = Router::new()
+        .route("/healthz", get(health::alive))
+        .route("/readyz", get(health::ready))
+        .with_state(gateway.clone())
+        .fallback_service(scim);
+    App::new(
+        tower::ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(gateway, observe::track))
+            .service(app),
+    )
 }
 
 /// Serves the SCIM API on `listener` until the process is told to stop: HTTPS when
