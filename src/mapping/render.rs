@@ -462,10 +462,12 @@ impl<'a> Render<'a> {
         }
         write_str(out, "location");
         out.push(b':');
-        write_str(
-            out,
-            &format!("{}/{}/{}", self.base_url, r.endpoint, self.id),
-        );
+        let mut location =
+            String::with_capacity(self.base_url.len() + r.endpoint.len() + self.id.len() + 2);
+        for part in [self.base_url, "/", &r.endpoint, "/", &self.id] {
+            location.push_str(part);
+        }
+        write_str(out, &location);
         out.push(b',');
         write_str(out, "resourceType");
         out.push(b':');
@@ -480,13 +482,32 @@ impl<'a> Render<'a> {
     }
 }
 
+/// `s` as a JSON string, as `serde_json` writes it. Most strings need no escape (JSON
+/// escapes only `"`, `\\` and control characters): those are checked in one pass and
+/// copied whole rather than escaped byte by byte.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // A fold without an early exit, so the compiler checks many bytes per instruction.
+    let plain = !s.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 fn write_value(out: &mut Vec<u8>, v: &Value) {
-    let _ = serde_json::to_writer(&mut *out, v);
+    match v {
+        Value::String(s) => write_str(out, s),
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
 }
 
 impl Resource {
@@ -554,6 +575,29 @@ mod tests {
 
     /// `write_scim`'s text is `to_scim`'s document, for every resource of every shipped
     /// mapping that has a layout, over many upstream shapes (errors included).
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "new\nline",
+            "tab\t",
+            "\u{1}",
+            "\u{1f}",
+            "\u{7f}",
+            "é and 😀",
+            "</script>",
+            "ends with \\",
+        ] {
+            let mut out = Vec::new();
+            super::write_str(&mut out, s);
+            let expected = serde_json::to_string(s).expect("serialize");
+            assert_eq!(String::from_utf8(out).expect("utf-8"), expected, "{s:?}");
+        }
+    }
+
     #[test]
     fn written_text_is_the_to_scim_document() {
         let samples = [
