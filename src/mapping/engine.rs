@@ -93,7 +93,10 @@ impl Resource {
     pub fn to_scim(&self, obj: &Value, base_url: &str) -> Result<Value, ReadError> {
         let id = self.upstream_id(obj)?;
         let mut doc = json!({ "schemas": [self.schema], "id": id });
-        for a in &self.attributes {
+        // With a layout, one pass over the object's members finds every attribute's value,
+        // so an attribute the object lacks costs a look at its slot, not a map lookup.
+        let found = self.layout.as_ref().map(|l| l.read_all(self, obj));
+        for (i, a) in self.attributes.iter().enumerate() {
             if a.mutability == Mutability::WriteOnly {
                 continue;
             }
@@ -101,9 +104,14 @@ impl Resource {
                 scim_doc::set(&mut doc, &a.scim, c.clone(), &a.extra);
                 continue;
             }
-            let Some(value) = self.read_attribute(a, obj)?.map(Cow::into_owned) else {
+            let raw = match &found {
+                Some(found) => found[i],
+                None => a.read.as_ref().and_then(|p| p.read(obj)),
+            };
+            let Some(raw) = raw else {
                 continue;
             };
+            let value = self.scim_value(a, raw)?.into_owned();
             let reference = a
                 .reference
                 .as_ref()

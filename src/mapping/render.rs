@@ -121,7 +121,11 @@ impl Layout {
 
     /// Each attribute's upstream value in `obj` (`None`: absent or null), by attribute
     /// index: one pass over `obj`'s members, plus a read per attribute with another path.
-    fn read_all<'v>(&self, resource: &Resource, obj: &'v Value) -> Vec<Option<&'v Value>> {
+    pub(crate) fn read_all<'v>(
+        &self,
+        resource: &Resource,
+        obj: &'v Value,
+    ) -> Vec<Option<&'v Value>> {
         let mut found = vec![None; resource.attributes.len()];
         if let Value::Object(members) = obj {
             for (name, value) in members {
@@ -483,22 +487,41 @@ impl<'a> Render<'a> {
 }
 
 /// `s` as a JSON string, as `serde_json` writes it. Most strings need no escape (JSON
-/// escapes only `"`, `\\` and control characters): those are checked in one pass and
-/// copied whole rather than escaped byte by byte.
+/// escapes only `"`, `\` and control characters): those are checked eight bytes at a time
+/// and copied whole rather than escaped byte by byte.
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    // A fold without an early exit, so the compiler checks many bytes per instruction.
-    let plain = !s.bytes().fold(false, |escape, b| {
-        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
+    if needs_escape(s.as_bytes()) {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
-        // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Whether `bytes` holds a byte JSON escapes: below 0x20, `"` or `\`. Eight bytes per
+/// step: a word has a byte below `n` (n ≤ 128) when `(w - n·0x01…) & !w & 0x80…` is not
+/// zero, and a byte equal to `c` when `w ^ c·0x01…` has a byte below 1.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH != 0;
+    let has = |w: u64, c: u8| below(w ^ (ONES * u64::from(c)), 1);
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        if below(w, 0x20) || has(w, b'"') || has(w, b'\\') {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn write_value(out: &mut Vec<u8>, v: &Value) {
@@ -511,22 +534,9 @@ fn write_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 impl Resource {
-    /// An attribute's SCIM value in `obj`, as `to_scim` sets it (`None` when absent),
-    /// borrowed where no conversion is needed.
-    pub(crate) fn read_attribute<'v>(
-        &self,
-        a: &'v super::Attribute,
-        obj: &'v Value,
-    ) -> Result<Option<Cow<'v, Value>>, ReadError> {
-        match a.read.as_ref().and_then(|p| p.read(obj)) {
-            Some(raw) => self.scim_value(a, raw).map(Some),
-            None => Ok(None),
-        }
-    }
-
     /// The SCIM value of an attribute's (non-null) upstream value: its enum pair, or the
     /// value in the attribute's SCIM type.
-    fn scim_value<'v>(
+    pub(crate) fn scim_value<'v>(
         &self,
         a: &'v super::Attribute,
         raw: &'v Value,
@@ -577,7 +587,7 @@ mod tests {
     /// mapping that has a layout, over many upstream shapes (errors included).
     #[test]
     fn strings_are_written_as_serde_json_writes_them() {
-        for s in [
+        let mut cases: Vec<String> = [
             "",
             "plain",
             "quo\"te",
@@ -590,7 +600,24 @@ mod tests {
             "é and 😀",
             "</script>",
             "ends with \\",
+            " !#[]~\u{80}\u{ff}ÿ",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        // Each byte that needs an escape, and its neighbours, at every offset of a word.
+        for special in [
+            '\u{0}', '\u{1f}', '"', '\\', ' ', '!', '#', '[', ']', '\u{7f}',
         ] {
+            for at in 0..17 {
+                let mut s = "x".repeat(at);
+                s.push(special);
+                s.push_str("abcdefghij");
+                cases.push(s);
+            }
+        }
+        for s in &cases {
+            let s = s.as_str();
             let mut out = Vec::new();
             super::write_str(&mut out, s);
             let expected = serde_json::to_string(s).expect("serialize");
