@@ -226,3 +226,64 @@ async fn a_pair_that_does_not_load_stops_the_gateway_at_start() {
     let err = serve(gateway, listener).await.expect_err("missing files");
     assert!(err.to_string().contains("missing.crt"), "{err}");
 }
+
+/// Upstream calls over HTTPS verify the upstream's certificate (Mozilla's roots, the URL's
+/// host name): pointed at an HTTPS upstream whose certificate it cannot trust, the gateway
+/// sends no request over that connection and answers 503, the connection having failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_whose_certificate_is_not_trusted_is_refused() {
+    // The upstream: an HTTPS server (a TLS-serving gateway) with a leaf of the test CA,
+    // which the gateway under test does not know, for a name other than the one it dials.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = ca();
+    let (cert, key, _) = leaf(&ca, 1);
+    let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
+    let (upstream_config, _demo) = gateway_config(&cert_path, &key_path).await;
+    let mapping = scimgate::mapping::load_dir(Path::new("mappings/blacksmith")).expect("mapping");
+    let upstream = Gateway::new(upstream_config, mapping).expect("upstream gateway");
+    let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream_addr = upstream_listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = serve(upstream, upstream_listener).await;
+    });
+    assert_eq!(get(&ca, upstream_addr, "/healthz").await.0, 200);
+
+    let mut config = Config::default();
+    config.upstream.url = format!("https://{upstream_addr}");
+    config.upstream.token = Some(SERVICE_TOKEN.to_owned());
+    config.auth.mode = AuthMode::Static;
+    config.auth.static_keys = vec![scimgate::config::StaticKey {
+        sha256: hex::encode(scimgate::server::auth::token_hash(TOKEN)),
+        tenant: [("company_id".to_owned(), serde_json::json!(42))].into(),
+        key_id: Some("k_tls".to_owned()),
+    }];
+    let mapping = scimgate::mapping::load_dir(Path::new("mappings/blacksmith")).expect("mapping");
+    let gateway = Gateway::new(config, mapping).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = serve(gateway, listener).await;
+    });
+
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+        .get(format!("http://{addr}/scim/v2/Users/1042"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 503);
+    let body: serde_json::Value = response.json().await.expect("SCIM error body");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("unreachable") && detail.contains("connection failed"),
+        "{body}"
+    );
+}
