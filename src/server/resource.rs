@@ -1025,7 +1025,22 @@ async fn list_plain(ctx: &Ctx, params: &ListParams) -> Result<Response, ScimErro
     let (items, total) = ctx
         .fetch_window(call, None, &sort, start_index - 1, count)
         .await?;
-    let mut body = Vec::with_capacity(128 + items.len() * 1024);
+    let body = write_list_response(&items, total, start_index, 1024, |obj, out| {
+        ctx.write_scim(obj, out)
+    })?;
+    Ok(scim_json_response(StatusCode::OK, body))
+}
+
+/// A ListResponse's JSON text: the envelope, then each item written by `write` (a
+/// resource, or an upstream object written as one). `per_item` sizes the buffer.
+fn write_list_response<T, E>(
+    items: &[T],
+    total: u64,
+    start_index: usize,
+    per_item: usize,
+    mut write: impl FnMut(&T, &mut Vec<u8>) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut body = Vec::with_capacity(128 + items.len() * per_item);
     body.extend_from_slice(b"{\"schemas\":[\"");
     body.extend_from_slice(LIST_SCHEMA.as_bytes());
     body.extend_from_slice(
@@ -1035,41 +1050,23 @@ async fn list_plain(ctx: &Ctx, params: &ListParams) -> Result<Response, ScimErro
         )
         .as_bytes(),
     );
-    for (i, obj) in items.iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        ctx.write_scim(obj, &mut body)?;
+        write(item, &mut body)?;
     }
     body.extend_from_slice(b"]}");
-    Ok(scim_json_response(StatusCode::OK, body))
-}
-
-/// A ListResponse, serialized straight from the resources (no intermediate copy).
-#[derive(serde::Serialize)]
-struct ListResponse<'a> {
-    schemas: [&'static str; 1],
-    #[serde(rename = "totalResults")]
-    total_results: u64,
-    #[serde(rename = "startIndex")]
-    start_index: usize,
-    #[serde(rename = "itemsPerPage")]
-    items_per_page: usize,
-    #[serde(rename = "Resources")]
-    resources: &'a [Value],
+    Ok(body)
 }
 
 fn list_response(resources: Vec<Value>, total: u64, start_index: usize) -> Response {
-    scim_response(
-        StatusCode::OK,
-        &ListResponse {
-            schemas: [LIST_SCHEMA],
-            total_results: total,
-            start_index,
-            items_per_page: resources.len(),
-            resources: &resources,
-        },
-    )
+    let Ok(body) = write_list_response(&resources, total, start_index, 512, |doc, out| {
+        // Writing a `Value` into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, doc);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    scim_json_response(StatusCode::OK, body)
 }
 
 /// `POST /.search` (RFC 7644 §3.4.3): one search over every resource type that lists,
