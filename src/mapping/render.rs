@@ -453,19 +453,16 @@ impl<'a> Render<'a> {
         };
         out.push(b'{');
         if let Some(v) = read(&r.created) {
-            write_str(out, "created");
-            out.push(b':');
+            out.extend_from_slice(br#""created":"#);
             write_str(out, &v);
             out.push(b',');
         }
         if let Some(v) = read(&r.last_modified) {
-            write_str(out, "lastModified");
-            out.push(b':');
+            out.extend_from_slice(br#""lastModified":"#);
             write_str(out, &v);
             out.push(b',');
         }
-        write_str(out, "location");
-        out.push(b':');
+        out.extend_from_slice(br#""location":"#);
         let mut location =
             String::with_capacity(self.base_url.len() + r.endpoint.len() + self.id.len() + 2);
         for part in [self.base_url, "/", &r.endpoint, "/", &self.id] {
@@ -473,13 +470,11 @@ impl<'a> Render<'a> {
         }
         write_str(out, &location);
         out.push(b',');
-        write_str(out, "resourceType");
-        out.push(b':');
+        out.extend_from_slice(br#""resourceType":"#);
         write_str(out, &r.name);
         if let Some(v) = read(&r.version) {
             out.push(b',');
-            write_str(out, "version");
-            out.push(b':');
+            out.extend_from_slice(br#""version":"#);
             write_str(out, &format!("W/\"{v}\""));
         }
         out.push(b'}');
