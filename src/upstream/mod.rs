@@ -1,12 +1,12 @@
 //! The HTTP client for the upstream API: one pooled keep-alive client, URLs built only from
 //! the configured origin and a mapping's path template, service credential attached here.
+//! Every call carries the SCIM request's `X-Request-Id` and is counted by its mapped route
+//! (the path template, never the concrete URL).
 //!
 //! The client is hyper-util's pooled client (the one reqwest is built on) used directly:
 //! each call's URI is assembled from the origin, parsed once at start, and the rendered
 //! path, so no call parses a URL, and no redirect layer runs (the gateway follows no
 //! redirects). That was about 25,000 instructions of every call (BENCHMARKS.md).
-//! Every call carries the SCIM request's `X-Request-Id` and is counted by its mapped route
-//! (the path template, never the concrete URL).
 //!
 //! Every call passes through [`resilience`]: a cap on calls in flight, a circuit breaker,
 //! and retries of the calls that are safe to repeat, within a retry budget and the SCIM
@@ -122,6 +122,7 @@ impl Upstream {
         if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
             anyhow::bail!("upstream.url {:?} must be an http(s) URL", settings.url);
         }
+
         let prefix = base.path().trim_end_matches('/').to_owned();
         base.set_query(None);
         base.set_fragment(None);
@@ -133,13 +134,14 @@ impl Upstream {
         let (Some(scheme), Some(authority)) = (origin.scheme(), origin.authority()) else {
             anyhow::bail!("upstream.url {:?} has no origin", settings.url);
         };
+        let token = authorization(settings.token.as_deref(), &base)?;
         Ok(Upstream {
             client: client(settings)?,
             scheme: scheme.clone(),
             authority: authority.clone(),
             base,
             prefix,
-            token: token_header(settings.token.as_deref())?,
+            token,
             guard: Arc::new(Guard::new(settings.policy.clone())),
             timeouts: (settings.timeout, settings.connect_timeout),
             policy: settings.policy.clone(),
@@ -162,7 +164,7 @@ impl Upstream {
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
             prefix: self.prefix.clone(),
-            token: token_header(settings.token.as_deref())?,
+            token: authorization(settings.token.as_deref(), &self.base)?,
             guard: self.guard.clone(),
             timeouts,
             policy: settings.policy.clone(),
@@ -394,12 +396,35 @@ fn client(settings: &UpstreamSettings) -> anyhow::Result<Client> {
     )
 }
 
-/// The `Authorization` value carrying the service token (marked sensitive, so it is never
-/// printed).
-fn token_header(token: Option<&str>) -> anyhow::Result<Option<HeaderValue>> {
-    let Some(t) = token else { return Ok(None) };
-    let mut v = HeaderValue::from_str(&format!("Bearer {t}"))
-        .map_err(|_| anyhow::anyhow!("upstream.token has characters not allowed in a header"))?;
+/// The `Authorization` value every call carries (marked sensitive, so it is never
+/// printed): the service token as `Bearer`, or else the URL's `user:password` as `Basic`
+/// (what reqwest made of such a URL). URIs are built from the origin, so the credentials
+/// never travel in the URL itself.
+fn authorization(token: Option<&str>, base: &Url) -> anyhow::Result<Option<HeaderValue>> {
+    use base64::Engine as _;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let text = match token {
+        Some(t) => format!("Bearer {t}"),
+        None if !base.username().is_empty() || base.password().is_some() => {
+            let pair = format!(
+                "{}:{}",
+                decode(base.username()),
+                decode(base.password().unwrap_or_default())
+            );
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
+        }
+        None => return Ok(None),
+    };
+    let mut v = HeaderValue::from_str(&text).map_err(|_| {
+        anyhow::anyhow!("upstream.token or upstream.url has characters not allowed in a header")
+    })?;
     v.set_sensitive(true);
     Ok(Some(v))
 }
@@ -619,6 +644,58 @@ mod tests {
                 .uri_for(&call(path, call_query), &vars, &owned(query))
                 .expect("uri");
             assert_eq!(uri.to_string(), *expected, "{base} {path} {id:?}");
+        }
+    }
+
+    #[test]
+    fn url_credentials_become_basic_authorization_unless_a_token_is_set() {
+        // (URL, token, expected Authorization, expected URI)
+        let cases = [
+            (
+                "http://user:p%40ss@up/api",
+                None,
+                Some("Basic dXNlcjpwQHNz"),
+                "http://up/api/users",
+            ),
+            (
+                "http://user@up",
+                None,
+                Some("Basic dXNlcjo="),
+                "http://up/users",
+            ),
+            (
+                "http://user:pw@up",
+                Some("svc"),
+                Some("Bearer svc"),
+                "http://up/users",
+            ),
+            (
+                "http://up",
+                Some("svc"),
+                Some("Bearer svc"),
+                "http://up/users",
+            ),
+            ("http://up", None, None, "http://up/users"),
+        ];
+        for (url, token, expected, uri) in cases {
+            let settings = UpstreamSettings {
+                url: url.to_owned(),
+                token: token.map(str::to_owned),
+                timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(1),
+                policy: Policy::default(),
+            };
+            let up = Upstream::new(&settings).expect("upstream");
+            let header = up.token.as_ref().map(|v| v.to_str().expect("ascii"));
+            assert_eq!(header, expected, "{url}");
+            assert!(up.token.as_ref().is_none_or(HeaderValue::is_sensitive));
+            let built = up
+                .uri_for(&call("/users", &[]), &Vars::default(), &[])
+                .expect("uri");
+            assert_eq!(built.to_string(), uri, "no credentials in the URI");
+            // A reload keeps the URL's credentials when no token replaces them.
+            let again = up.reconfigured(&settings).expect("reconfigured");
+            assert_eq!(again.token, up.token, "{url}");
         }
     }
 
