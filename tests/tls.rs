@@ -70,6 +70,22 @@ async fn gateway_config(cert: &Path, key: &Path) -> (Config, DemoUpstream) {
     (config, demo)
 }
 
+/// Serves `config` with the Blacksmith mapping on a loopback port, in the background.
+async fn spawn_gateway(config: Config) -> SocketAddr {
+    let mapping = scimgate::mapping::load_dir(Path::new("mappings/blacksmith")).expect("mapping");
+    let gateway = Gateway::new(config, mapping).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        if let Err(e) = serve(gateway, listener).await {
+            panic!("serve: {e}");
+        }
+    });
+    addr
+}
+
 /// A client that trusts only `ca` and resolves [`HOST`] to `addr`; a new one per check so
 /// that no pooled connection hides a certificate change.
 fn client(ca: &Ca, addr: SocketAddr) -> reqwest::Client {
@@ -109,17 +125,7 @@ async fn https_serves_scim_and_picks_up_a_renewed_certificate() {
     let (cert1, key1, der1) = leaf(&ca, 1);
     let (cert_path, key_path) = write_pair(dir.path(), &cert1, &key1);
     let (config, _demo) = gateway_config(&cert_path, &key_path).await;
-    let mapping = scimgate::mapping::load_dir(Path::new("mappings/blacksmith")).expect("mapping");
-    let gateway = Gateway::new(config, mapping).expect("gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        if let Err(e) = serve(gateway, listener).await {
-            panic!("serve: {e}");
-        }
-    });
+    let addr = spawn_gateway(config).await;
 
     let (status, der) = get(&ca, addr, "/scim/v2/Users").await;
     assert_eq!(status, 200);
@@ -239,15 +245,7 @@ async fn an_https_upstream_whose_certificate_is_not_trusted_is_refused() {
     let (cert, key, _) = leaf(&ca, 1);
     let (cert_path, key_path) = write_pair(dir.path(), &cert, &key);
     let (upstream_config, _demo) = gateway_config(&cert_path, &key_path).await;
-    let mapping = scimgate::mapping::load_dir(Path::new("mappings/blacksmith")).expect("mapping");
-    let upstream = Gateway::new(upstream_config, mapping).expect("upstream gateway");
-    let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let upstream_addr = upstream_listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = serve(upstream, upstream_listener).await;
-    });
+    let upstream_addr = spawn_gateway(upstream_config).await;
     assert_eq!(get(&ca, upstream_addr, "/healthz").await.0, 200);
 
     let mut config = Config::default();
@@ -259,15 +257,7 @@ async fn an_https_upstream_whose_certificate_is_not_trusted_is_refused() {
         tenant: [("company_id".to_owned(), serde_json::json!(42))].into(),
         key_id: Some("k_tls".to_owned()),
     }];
-    let mapping = scimgate::mapping::load_dir(Path::new("mappings/blacksmith")).expect("mapping");
-    let gateway = Gateway::new(config, mapping).expect("gateway");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = serve(gateway, listener).await;
-    });
+    let addr = spawn_gateway(config).await;
 
     let response = reqwest::Client::builder()
         .no_proxy()

@@ -502,15 +502,18 @@ mod tests {
     use super::*;
     use crate::mapping::template::{Allowed, Template};
 
-    fn upstream(url: &str) -> Upstream {
-        let settings = UpstreamSettings {
+    fn settings(url: &str, token: Option<&str>) -> UpstreamSettings {
+        UpstreamSettings {
             url: url.to_owned(),
-            token: None,
+            token: token.map(str::to_owned),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             policy: Policy::default(),
-        };
-        Upstream::new(&settings).expect("upstream")
+        }
+    }
+
+    fn upstream(url: &str) -> Upstream {
+        Upstream::new(&settings(url, None)).expect("upstream")
     }
 
     fn call(path: &str, query: &[(&str, &str)]) -> Call {
@@ -678,13 +681,7 @@ mod tests {
             ("http://up", None, None, "http://up/users"),
         ];
         for (url, token, expected, uri) in cases {
-            let settings = UpstreamSettings {
-                url: url.to_owned(),
-                token: token.map(str::to_owned),
-                timeout: Duration::from_secs(1),
-                connect_timeout: Duration::from_secs(1),
-                policy: Policy::default(),
-            };
+            let settings = settings(url, token);
             let up = Upstream::new(&settings).expect("upstream");
             let header = up.token.as_ref().map(|v| v.to_str().expect("ascii"));
             assert_eq!(header, expected, "{url}");
