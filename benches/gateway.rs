@@ -8,7 +8,8 @@
 //! - `patch`: parsing and applying real Okta/Entra PATCH bodies (`tests/golden`).
 //! - `create`: an Okta create body → the validated upstream body.
 //! - `read`: one upstream user → SCIM (`to_scim`, and `write_scim` as `GET` does).
-//! - `list`: a page of 100 upstream users → ListResponse bytes, as `list_plain` builds it.
+//! - `list`: a page of 100 upstream users → ListResponse bytes, as `list_plain` builds it
+//!   (from parsed objects, and from the page text read as fields).
 //! - `scaling`: the Blacksmith Users mapping against one with 10× the attributes
 //!   (generated into a temporary directory), with the usual fields present and with all.
 //!
@@ -29,6 +30,7 @@ use std::time::SystemTime;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use scimgate::mapping::engine::WriteMode;
+use scimgate::mapping::fields::{read_page, PagePaths};
 use scimgate::mapping::{load_dir, Resource};
 use scimgate::scim::filter::parse_filter;
 use scimgate::scim::membership::split_member_ops;
@@ -395,8 +397,39 @@ fn list(c: &mut Criterion) {
     bench(&mut g, "list", "100_users_list_response", || {
         list_response(black_box(&page))
     });
-    // For scale: what parsing the upstream's 100-user page costs, the way `Upstream::send`
-    // parses it (UTF-8 checked once, then `from_str`).
+    // The whole path of a plain list (`list_plain`): the upstream page's text read as
+    // fields (`mapping::fields`), then each item written.
+    let set = users
+        .layout
+        .as_ref()
+        .and_then(|l| l.fields())
+        .expect("Blacksmith users are read as fields")
+        .clone();
+    let items_path = ["data".to_owned()];
+    let total_path = ["meta".to_owned(), "total".to_owned()];
+    let from_text = |text: &[u8]| {
+        let paths = PagePaths {
+            items: &items_path,
+            total: Some(&total_path),
+            cursor: None,
+        };
+        let page = read_page(std::str::from_utf8(text).ok()?, &set, paths)?;
+        let mut body = Vec::with_capacity(128 + 100 * 768);
+        for (i, fields) in page.items?.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            users.write_scim_fields(fields, BASE, &mut body).ok()?;
+        }
+        Some(body)
+    };
+    let resources = from_text(&upstream_page).expect("page read as fields");
+    assert!(text.windows(resources.len()).any(|w| w == resources));
+    bench(&mut g, "list", "100_users_page_text_to_resources", || {
+        from_text(black_box(&upstream_page))
+    });
+    // For scale: what parsing the upstream's 100-user page whole costs, the way
+    // `RawResponse::parse` parses it (UTF-8 checked once, then `from_str`).
     bench(&mut g, "list", "100_users_parse_upstream_page", || {
         std::str::from_utf8(black_box(&upstream_page))
             .ok()

@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 
+use super::fields::UpstreamObj;
 use super::scim_doc;
 use super::template::{scalar_text, Vars};
 use super::*;
@@ -67,8 +68,12 @@ pub fn id_is_plausible(kind: IdKind, id: &str) -> bool {
 impl Resource {
     /// The upstream object's id as a SCIM string id.
     pub fn upstream_id(&self, obj: &Value) -> Result<String, ReadError> {
-        self.id
-            .read(obj)
+        self.read_id(UpstreamObj::Whole(obj))
+    }
+
+    /// [`Resource::upstream_id`] of an object whole or read as fields.
+    pub(crate) fn read_id(&self, obj: UpstreamObj<'_>) -> Result<String, ReadError> {
+        obj.read(&self.id)
             .and_then(scalar_text)
             .ok_or_else(|| ReadError::NoId(self.id.as_str().to_owned()))
     }

@@ -47,6 +47,11 @@ impl ReadPath {
         &self.text
     }
 
+    /// The member names from the root, when the path is singular (`$.a.b`: `a`, `b`).
+    pub fn singular(&self) -> Option<&[String]> {
+        self.singular.as_deref()
+    }
+
     /// The member name when the path is one top-level member (`$.email`, `$['email']`).
     pub fn top_level_member(&self) -> Option<&str> {
         match self.singular.as_deref() {

@@ -5,6 +5,7 @@ pub mod cast;
 pub mod compile;
 pub mod discovery;
 pub mod engine;
+pub mod fields;
 pub mod jsonpath;
 pub mod raw;
 pub mod render;
@@ -388,8 +389,8 @@ pub struct Resource {
 
 impl Resource {
     /// Is this upstream object soft-deleted?
-    pub fn is_gone(&self, obj: &Value) -> bool {
-        !self.gone_when.is_empty() && self.gone_when.iter().all(|(p, v)| p.read(obj) == Some(v))
+    pub fn is_gone(&self, obj: fields::UpstreamObj<'_>) -> bool {
+        !self.gone_when.is_empty() && self.gone_when.iter().all(|(p, v)| obj.read(p) == Some(v))
     }
 
     /// Wraps a body in the request envelope.

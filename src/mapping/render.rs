@@ -18,10 +18,12 @@
 //! parent) get no layout and are written from `to_scim`'s document, as before.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::engine::{coerce_read, ReadError};
+use super::fields::{FieldSet, Fields, UpstreamObj};
 use super::{Mutability, Resource};
 use crate::scim::filter::AttrRef;
 
@@ -39,6 +41,9 @@ pub struct Layout {
     by_member: hashbrown::HashMap<String, Vec<usize>>,
     /// Attributes read through any other path (nested, filtered, wildcards).
     other_paths: Vec<usize>,
+    /// The members objects are read through, when all are top-level (list pages are then
+    /// read as [`Fields`]).
+    fields: Option<Arc<FieldSet>>,
 }
 
 /// One member of the document.
@@ -116,7 +121,13 @@ impl Layout {
             extensions,
             by_member,
             other_paths,
+            fields: FieldSet::build(resource).map(Arc::new),
         })
+    }
+
+    /// The members the resource's objects are read through, when all are top-level.
+    pub fn fields(&self) -> Option<&Arc<FieldSet>> {
+        self.fields.as_ref()
     }
 
     /// Each attribute's upstream value in `obj` (`None`: absent or null), by attribute
@@ -245,7 +256,7 @@ struct Render<'a> {
     layout: &'a Layout,
     /// Each attribute's upstream value, by index (see [`Layout::read_all`]).
     found: Vec<Option<&'a Value>>,
-    obj: &'a Value,
+    obj: UpstreamObj<'a>,
     base_url: &'a str,
     id: String,
 }
@@ -264,20 +275,64 @@ impl Resource {
             write_value(out, &self.to_scim(obj, base_url)?);
             return Ok(());
         };
+        let found = layout.read_all(self, obj);
+        self.render(
+            layout,
+            UpstreamObj::Whole(obj),
+            found,
+            base_url,
+            out,
+            || Cow::Borrowed(obj),
+        )
+    }
+
+    /// [`Resource::write_scim`] for an object read as `fields` (of this resource's
+    /// [`Layout::fields`]).
+    pub fn write_scim_fields(
+        &self,
+        fields: &Fields,
+        base_url: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ReadError> {
+        let Some(layout) = &self.layout else {
+            return self.write_scim(&fields.to_object(), base_url, out);
+        };
+        let found = fields.attributes();
+        self.render(
+            layout,
+            UpstreamObj::Fields(fields),
+            found,
+            base_url,
+            out,
+            || Cow::Owned(fields.to_object()),
+        )
+    }
+
+    /// Writes the document of `obj`, whose attribute values are `found`; `whole` gives
+    /// the object for `to_scim` when the render fails.
+    fn render<'a>(
+        &'a self,
+        layout: &'a Layout,
+        obj: UpstreamObj<'a>,
+        found: Vec<Option<&'a Value>>,
+        base_url: &'a str,
+        out: &mut Vec<u8>,
+        whole: impl FnOnce() -> Cow<'a, Value>,
+    ) -> Result<(), ReadError> {
         let render = Render {
             resource: self,
             layout,
-            found: layout.read_all(self, obj),
+            found,
             obj,
             base_url,
-            id: self.upstream_id(obj)?,
+            id: self.read_id(obj)?,
         };
         let start = out.len();
         if render.object(&layout.top, out, true).is_err() {
             // The error `to_scim` reports (the first attribute in mapping order), not the
             // first this walk, in key order, happened upon.
             out.truncate(start);
-            let doc = self.to_scim(obj, base_url)?;
+            let doc = self.to_scim(&whole(), base_url)?;
             write_value(out, &doc);
         }
         Ok(())
@@ -448,7 +503,7 @@ impl<'a> Render<'a> {
         let r = self.resource;
         let read = |p: &Option<super::jsonpath::ReadPath>| {
             p.as_ref()
-                .and_then(|p| p.read(self.obj))
+                .and_then(|p| self.obj.read(p))
                 .and_then(super::template::scalar_text)
         };
         out.push(b'{');
@@ -556,6 +611,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use crate::mapping::compile::load_dir;
+    use crate::mapping::fields::{read_page, PagePaths};
 
     /// Upstream objects with every field present, absent, null, or of an unexpected type.
     fn variants(full: &Value) -> Vec<Value> {
@@ -634,6 +690,7 @@ mod tests {
                    "enabled": false, "version": 3, "groups": ["a"], "emails": [{"value": "q"}]}),
         ];
         let mut checked = 0;
+        let mut checked_fields = 0;
         for dir in [
             "mappings/blacksmith",
             "mappings/examples/acme-directory",
@@ -651,6 +708,31 @@ mod tests {
                         let expected = resource.to_scim(&obj, "https://gw/scim/v2");
                         let mut out = Vec::new();
                         let written = resource.write_scim(&obj, "https://gw/scim/v2", &mut out);
+                        // The object read from a page's text as fields writes the same.
+                        let set = resource.layout.as_ref().and_then(|l| l.fields());
+                        let set = set.expect("every shipped resource reads singular paths");
+                        let page = format!(r#"{{"data":[{obj}],"n":2}}"#);
+                        let paths = PagePaths {
+                            items: &["data".to_owned()],
+                            total: None,
+                            cursor: None,
+                        };
+                        let read = read_page(&page, set, paths).expect("readable page");
+                        let fields = &read.items.expect("items")[0];
+                        let mut from_fields = Vec::new();
+                        let written_fields = resource.write_scim_fields(
+                            fields,
+                            "https://gw/scim/v2",
+                            &mut from_fields,
+                        );
+                        match (&written, written_fields) {
+                            (Ok(()), Ok(())) => {
+                                assert_eq!(out, from_fields);
+                                checked_fields += 1;
+                            }
+                            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                            (a, b) => panic!("{dir} {}: {a:?} vs {b:?} for {obj}", resource.name),
+                        }
                         match (expected, written) {
                             (Ok(doc), Ok(())) => {
                                 let text = String::from_utf8(out).expect("utf-8");
@@ -665,5 +747,6 @@ mod tests {
             }
         }
         assert!(checked > 100, "only {checked} documents compared");
+        assert!(checked_fields > 100, "only {checked_fields} read as fields");
     }
 }

@@ -14,6 +14,8 @@ use super::auth::Tenant;
 use super::request::{base_url, scim_json_response, scim_response, ListParams, ScimJson};
 use super::Gateway;
 use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
+use crate::mapping::fields::{read_page, Fields, PagePaths, UpstreamObj};
+use crate::mapping::jsonpath::ReadPath;
 use crate::mapping::template::{scalar_text, Vars};
 use crate::mapping::{
     Action, ActionOrder, Call, Detail, Mapping, NextCursor, Pagination, PatchResponse, Resource,
@@ -64,11 +66,92 @@ fn ctx(
 const DEFAULT_COUNT_LIMIT: u64 = 10_000;
 
 /// One upstream page.
-struct Page {
-    items: Vec<Value>,
+struct Page<I> {
+    items: Vec<I>,
     total: Option<u64>,
     /// No page follows.
     last: bool,
+}
+
+/// What a list reads from one upstream page's answer.
+pub(super) struct PageRead<I> {
+    /// The items, less those the mapping calls gone.
+    items: Vec<I>,
+    /// How many items the page had.
+    got: usize,
+    total: Option<u64>,
+    /// The next page's cursor (cursor pagination).
+    next_cursor: Option<String>,
+}
+
+/// An item of an upstream list, as the list reads it.
+pub(super) trait ListItem: Sized {
+    fn read_page(
+        ctx: &Ctx,
+        call: &Call,
+        id: Option<&str>,
+        answer: upstream::RawResponse,
+    ) -> Result<PageRead<Self>, ScimError>;
+}
+
+/// Whole objects: what every list but the plainest reads.
+impl ListItem for Value {
+    fn read_page(
+        ctx: &Ctx,
+        call: &Call,
+        id: Option<&str>,
+        answer: upstream::RawResponse,
+    ) -> Result<PageRead<Value>, ScimError> {
+        let mut response = ctx.check_ok(call, id, answer.parse())?;
+        let (items, total) = ctx.list_items(call, &mut response)?;
+        let got = items.len();
+        let items = items
+            .into_iter()
+            .filter(|o| !ctx.resource.is_gone(UpstreamObj::Whole(o)))
+            .collect();
+        let next_cursor = ctx.next_cursor(|p| p.read(&response.body), &response.headers)?;
+        Ok(PageRead {
+            items,
+            got,
+            total,
+            next_cursor,
+        })
+    }
+}
+
+/// An item of a plain list (see [`list_plain`]): read as [`Fields`] where the mapping and
+/// the page allow it (`mapping::fields`), whole otherwise.
+enum ListedObj {
+    Whole(Value),
+    Fields(Fields),
+}
+
+impl ListItem for ListedObj {
+    fn read_page(
+        ctx: &Ctx,
+        call: &Call,
+        id: Option<&str>,
+        answer: upstream::RawResponse,
+    ) -> Result<PageRead<ListedObj>, ScimError> {
+        if let Some(read) = ctx.read_page_fields(call, &answer)? {
+            return Ok(read);
+        }
+        let read = Value::read_page(ctx, call, id, answer)?;
+        Ok(PageRead {
+            items: read.items.into_iter().map(ListedObj::Whole).collect(),
+            got: read.got,
+            total: read.total,
+            next_cursor: read.next_cursor,
+        })
+    }
+}
+
+/// A list total carried in a response header.
+fn header_total(headers: &HeaderMap, name: &header::HeaderName) -> Option<u64> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Where the next upstream page starts.
@@ -186,13 +269,28 @@ impl Ctx {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<upstream::Response, ScimError> {
+        self.send_raw_with(call, vars, id, query, body, if_match)
+            .await
+            .map(upstream::RawResponse::parse)
+    }
+
+    /// [`Ctx::send_with`], the answer's body left unparsed.
+    async fn send_raw_with(
+        &self,
+        call: &Call,
+        vars: &Vars<'_>,
+        id: Option<&str>,
+        query: &[(String, String)],
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<upstream::RawResponse, ScimError> {
         let mut headers: Vec<(&http::HeaderName, &str)> = self.audit_header().into_iter().collect();
         if let Some(v) = if_match {
             headers.push((&http::header::IF_MATCH, v));
         }
         self.gateway
             .upstream
-            .send(call, vars, query, body, &headers)
+            .send_raw(call, vars, query, body, &headers)
             .await
             .map_err(|e| match e {
                 UpstreamError::Timeout => ScimError::new(
@@ -236,6 +334,16 @@ impl Ctx {
         body: Option<&Value>,
     ) -> Result<upstream::Response, ScimError> {
         let response = self.send(call, id, query, body).await?;
+        self.check_ok(call, id, response)
+    }
+
+    /// The answer when it is a 2xx with a readable body; the SCIM error it means if not.
+    fn check_ok(
+        &self,
+        call: &Call,
+        id: Option<&str>,
+        response: upstream::Response,
+    ) -> Result<upstream::Response, ScimError> {
         if self.is_error(&response) {
             return Err(self.upstream_error(&response, id));
         }
@@ -393,7 +501,7 @@ impl Ctx {
             None => Some(std::mem::take(&mut response.body)),
         };
         match obj.filter(|o| self.resource.upstream_id(o).is_ok()) {
-            Some(obj) if self.resource.is_gone(&obj) => Ok(None),
+            Some(obj) if self.resource.is_gone(UpstreamObj::Whole(&obj)) => Ok(None),
             Some(obj) => Ok(Some(obj)),
             None => Err(ScimError::bad_gateway(format!(
                 "the upstream answer to {} holds no {}",
@@ -463,14 +571,14 @@ impl Ctx {
 
     /// Items `start..start+count` (0-based) of an upstream list, and the total. Where the
     /// upstream gives no total, the rest of the list is counted (bounded by the scan limit).
-    pub(super) async fn fetch_window(
+    pub(super) async fn fetch_window<I: ListItem>(
         &self,
         call: &Call,
         id: Option<&str>,
         filter_params: &[(String, String)],
         start: usize,
         count: usize,
-    ) -> Result<(Vec<Value>, u64), ScimError> {
+    ) -> Result<(Vec<I>, u64), ScimError> {
         let (mut position, base, mut skip) =
             PagePosition::start(&self.resource.pagination, start, count);
         let mut out = Vec::new();
@@ -500,13 +608,13 @@ impl Ctx {
     }
 
     /// Fetches the page at `position` and advances it.
-    async fn page(
+    async fn page<I: ListItem>(
         &self,
         call: &Call,
         id: Option<&str>,
         filter_params: &[(String, String)],
         position: &mut PagePosition,
-    ) -> Result<Page, ScimError> {
+    ) -> Result<Page<I>, ScimError> {
         let mut query = filter_params.to_vec();
         let size = match (&self.resource.pagination, &*position) {
             (Pagination::None, _) => None,
@@ -554,13 +662,15 @@ impl Ctx {
             }
             _ => return Err(ScimError::bad_gateway("inconsistent pagination state")),
         };
-        let mut response = self.send_ok(call, id, &query, None).await?;
-        let (items, total) = self.list_items(call, &mut response)?;
-        let got = items.len();
-        let items: Vec<Value> = items
-            .into_iter()
-            .filter(|o| !self.resource.is_gone(o))
-            .collect();
+        let answer = self
+            .send_raw_with(call, &self.vars(id), id, &query, None, None)
+            .await?;
+        let PageRead {
+            items,
+            got,
+            total,
+            next_cursor,
+        } = I::read_page(self, call, id, answer)?;
         let last = match (&mut *position, size) {
             (_, None) | (PagePosition::Single, _) => true,
             (PagePosition::Page { index, size }, _) => {
@@ -572,9 +682,8 @@ impl Ctx {
                 got < *size || total.is_some_and(|t| *offset as u64 >= t)
             }
             (PagePosition::Cursor { cursor, .. }, _) => {
-                let next = self.next_cursor(&response)?;
-                let last = next.is_none() || got == 0;
-                *cursor = next;
+                let last = next_cursor.is_none() || got == 0;
+                *cursor = next_cursor;
                 last
             }
         };
@@ -590,11 +699,7 @@ impl Ctx {
         // The total is read before the items are moved out of the body.
         let total = match &call.total {
             Some(Total::Body(p)) => p.read(&response.body).and_then(Value::as_u64),
-            Some(Total::Header(h)) => response
-                .headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
+            Some(Total::Header(h)) => header_total(&response.headers, h),
             None => None,
         };
         let items = call
@@ -610,9 +715,88 @@ impl Ctx {
         Ok((items, total))
     }
 
+    /// A plain list's page read as [`Fields`] (`mapping::fields`); `None` where that reader
+    /// does not apply: an error or an answer an error rule might call one, a mapping path
+    /// that is not singular, or a page the reader does not take.
+    fn read_page_fields(
+        &self,
+        call: &Call,
+        answer: &upstream::RawResponse,
+    ) -> Result<Option<PageRead<ListedObj>>, ScimError> {
+        let Some(set) = self.resource.layout.as_ref().and_then(|l| l.fields()) else {
+            return Ok(None);
+        };
+        let status = answer.status;
+        let rules = self
+            .resource
+            .errors
+            .iter()
+            .chain(self.mapping.errors.iter());
+        if !status.is_success() || rules.into_iter().any(|r| r.status.matches(status)) {
+            return Ok(None);
+        }
+        let Some(items) = call.items.as_ref().and_then(ReadPath::singular) else {
+            return Ok(None);
+        };
+        let total = match &call.total {
+            Some(Total::Body(p)) => match p.singular() {
+                Some(keys) => Some(keys),
+                None => return Ok(None),
+            },
+            _ => None,
+        };
+        let cursor = match &self.resource.pagination {
+            Pagination::Cursor {
+                next: NextCursor::Token(p) | NextCursor::Url(p),
+                ..
+            } => match p.singular() {
+                Some(keys) => Some(keys),
+                None => return Ok(None),
+            },
+            _ => None,
+        };
+        let Ok(text) = std::str::from_utf8(&answer.body) else {
+            return Ok(None);
+        };
+        let paths = PagePaths {
+            items,
+            total,
+            cursor,
+        };
+        let Some(page) = read_page(text, set, paths) else {
+            return Ok(None);
+        };
+        let Some(items) = page.items else {
+            return Ok(None);
+        };
+        let total = match &call.total {
+            Some(Total::Body(_)) => page.total.as_ref().and_then(Value::as_u64),
+            Some(Total::Header(h)) => header_total(&answer.headers, h),
+            None => None,
+        };
+        let cursor = page.cursor.as_ref().filter(|v| !v.is_null());
+        let next_cursor = self.next_cursor(|_| cursor, &answer.headers)?;
+        let got = items.len();
+        let items = items
+            .into_iter()
+            .filter(|f| !self.resource.is_gone(UpstreamObj::Fields(f)))
+            .map(ListedObj::Fields)
+            .collect();
+        Ok(Some(PageRead {
+            items,
+            got,
+            total,
+            next_cursor,
+        }))
+    }
+
     /// The next page's cursor. A `next` URL is reduced to its cursor parameter, and must be
     /// on the upstream's origin: the gateway only ever calls URLs the mapping names.
-    fn next_cursor(&self, response: &upstream::Response) -> Result<Option<String>, ScimError> {
+    fn next_cursor<'v>(
+        &self,
+        read_body: impl Fn(&ReadPath) -> Option<&'v Value>,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, ScimError> {
         let Pagination::Cursor {
             cursor_param, next, ..
         } = &self.resource.pagination
@@ -621,14 +805,10 @@ impl Ctx {
         };
         let url_text = match next {
             NextCursor::Token(p) => {
-                return Ok(p
-                    .read(&response.body)
-                    .and_then(scalar_text)
-                    .filter(|c| !c.is_empty()))
+                return Ok(read_body(p).and_then(scalar_text).filter(|c| !c.is_empty()))
             }
-            NextCursor::Url(p) => p.read(&response.body).and_then(scalar_text),
-            NextCursor::LinkHeader => response
-                .headers
+            NextCursor::Url(p) => read_body(p).and_then(scalar_text),
+            NextCursor::LinkHeader => headers
                 .get_all(header::LINK)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
@@ -1023,10 +1203,14 @@ async fn list_plain(ctx: &Ctx, params: &ListParams) -> Result<Response, ScimErro
         .resource
         .sort_query(params.sort_by.as_deref(), params.sort_order.as_deref())?;
     let (items, total) = ctx
-        .fetch_window(call, None, &sort, start_index - 1, count)
+        .fetch_window::<ListedObj>(call, None, &sort, start_index - 1, count)
         .await?;
-    let body = write_list_response(&items, total, start_index, 1024, |obj, out| {
-        ctx.write_scim(obj, out)
+    let body = write_list_response(&items, total, start_index, 1024, |obj, out| match obj {
+        ListedObj::Whole(obj) => ctx.write_scim(obj, out),
+        ListedObj::Fields(fields) => ctx
+            .resource
+            .write_scim_fields(fields, &ctx.base_url, out)
+            .map_err(|e| ctx.unreadable(e)),
     })?;
     Ok(scim_json_response(StatusCode::OK, body))
 }

@@ -71,6 +71,36 @@ pub enum UpstreamError {
     Unavailable { why: String, retry_after: u64 },
 }
 
+/// A received upstream answer, its body as it arrived.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    /// The answer with its body parsed as JSON.
+    pub fn parse(self) -> Response {
+        let (body, unparsable) = if self.body.iter().all(|b| b.is_ascii_whitespace()) {
+            (Value::Null, false)
+        } else {
+            // UTF-8 checked once for the whole text, so the parser need not check each
+            // string (invalid UTF-8 is not JSON either way).
+            match std::str::from_utf8(&self.body).map(serde_json::from_str) {
+                Ok(Ok(v)) => (v, false),
+                _ => (Value::Null, true),
+            }
+        };
+        Response {
+            status: self.status,
+            headers: self.headers,
+            body,
+            unparsable,
+        }
+    }
+}
+
 /// A received upstream answer.
 #[derive(Debug)]
 pub struct Response {
@@ -211,10 +241,7 @@ impl Upstream {
         (url.origin() == self.base.origin()).then_some(url)
     }
 
-    /// Sends one call. `body` is the rendered body (if any); `headers` are extra headers
-    /// (the SCIM key's id for the upstream's audit log, `If-Match` for conditional writes).
-    /// Safe calls are retried on transient failures (see [`resilience::Retry`]); each
-    /// attempt is counted in the metrics.
+    /// Sends one call and parses the answer's body (see [`Upstream::send_raw`]).
     pub async fn send(
         &self,
         call: &Call,
@@ -223,6 +250,23 @@ impl Upstream {
         body: Option<&Value>,
         headers: &[(&HeaderName, &str)],
     ) -> Result<Response, UpstreamError> {
+        self.send_raw(call, vars, query, body, headers)
+            .await
+            .map(RawResponse::parse)
+    }
+
+    /// Sends one call. `body` is the rendered body (if any); `headers` are extra headers
+    /// (the SCIM key's id for the upstream's audit log, `If-Match` for conditional writes).
+    /// Safe calls are retried on transient failures (see [`resilience::Retry`]); each
+    /// attempt is counted in the metrics.
+    pub async fn send_raw(
+        &self,
+        call: &Call,
+        vars: &Vars<'_>,
+        query: &[(String, String)],
+        body: Option<&Value>,
+        headers: &[(&HeaderName, &str)],
+    ) -> Result<RawResponse, UpstreamError> {
         let uri = self.uri_for(call, vars, query)?;
         let body = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
         let mut fixed = HeaderMap::with_capacity(4 + headers.len());
@@ -314,22 +358,11 @@ impl Upstream {
             tracing::debug!(route = %call.route, status = %status_label, retry = retries, pause_ms = pause.as_millis() as u64, "retrying upstream call");
             tokio::time::sleep(pause).await;
         };
-        let (status, headers, bytes) = received.map_err(|(_, e)| e)?;
-        let (body, unparsable) = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-            (Value::Null, false)
-        } else {
-            // UTF-8 checked once for the whole text, so the parser need not check each
-            // string (invalid UTF-8 is not JSON either way).
-            match std::str::from_utf8(&bytes).map(serde_json::from_str) {
-                Ok(Ok(v)) => (v, false),
-                _ => (Value::Null, true),
-            }
-        };
-        Ok(Response {
+        let (status, headers, body) = received.map_err(|(_, e)| e)?;
+        Ok(RawResponse {
             status,
             headers,
             body,
-            unparsable,
         })
     }
 
