@@ -20,6 +20,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use serde_json::Value;
 
 use super::engine::{coerce_read, ReadError};
@@ -33,8 +35,14 @@ pub struct Layout {
     /// The document's top-level members, in output (byte-wise key) order. Once built,
     /// each key is held as the JSON text that introduces it (`"name":`).
     top: Vec<(String, Node)>,
-    /// Per extension URN, the attributes whose presence makes the document carry it.
+    /// Per extension URN (as JSON text, escaped once here), the attributes whose presence
+    /// makes the document carry it.
     extensions: Vec<(String, Vec<usize>)>,
+    /// The core schema URN and the resource type's name as JSON text, and the endpoint
+    /// as the escaped inside of a JSON string (constant parts of every document).
+    schema_text: String,
+    resource_type_text: String,
+    endpoint_text: String,
     /// Upstream member name → the attributes read from it: attributes whose path is one
     /// top-level member. Hashed (foldhash), since every member of every object is looked
     /// up here.
@@ -104,7 +112,7 @@ impl Layout {
                     })
                     .map(|(i, _)| i)
                     .collect();
-                (ext.clone(), carriers)
+                (json_text(ext), carriers)
             })
             .collect();
         let mut by_member: hashbrown::HashMap<String, Vec<usize>> = hashbrown::HashMap::new();
@@ -122,6 +130,13 @@ impl Layout {
             by_member,
             other_paths,
             fields: FieldSet::build(resource).map(Arc::new),
+            schema_text: json_text(&resource.schema),
+            resource_type_text: json_text(&resource.name),
+            endpoint_text: {
+                let mut text = Vec::new();
+                write_str_contents(&mut text, &resource.endpoint);
+                String::from_utf8(text).unwrap_or_default()
+            },
         })
     }
 
@@ -445,7 +460,8 @@ impl<'a> Render<'a> {
         subs: &[(String, Source)],
         out: &mut Vec<u8>,
     ) -> Result<bool, ReadError> {
-        let mut fields: Vec<(&str, Cow<'a, Value>)> = Vec::new();
+        // Elements have a few members: no allocation for them.
+        let mut fields: SmallVec<[(&str, Cow<'a, Value>); 8]> = SmallVec::new();
         for (sub, source) in subs {
             let Some(v) = self.source(source)? else {
                 continue;
@@ -486,14 +502,14 @@ impl<'a> Render<'a> {
     /// fails the whole render, so presence is enough here).
     fn schemas(&self, out: &mut Vec<u8>) {
         out.push(b'[');
-        write_str(out, &self.resource.schema);
+        out.extend_from_slice(self.layout.schema_text.as_bytes());
         for (ext, carriers) in &self.layout.extensions {
             let present = carriers.iter().any(|&i| {
                 self.resource.attributes[i].constant.is_some() || self.found[i].is_some()
             });
             if present {
                 out.push(b',');
-                write_str(out, ext);
+                out.extend_from_slice(ext.as_bytes());
             }
         }
         out.push(b']');
@@ -504,7 +520,7 @@ impl<'a> Render<'a> {
         let read = |p: &Option<super::jsonpath::ReadPath>| {
             p.as_ref()
                 .and_then(|p| self.obj.read(p))
-                .and_then(super::template::scalar_text)
+                .and_then(scalar_text)
         };
         out.push(b'{');
         if let Some(v) = read(&r.created) {
@@ -517,16 +533,16 @@ impl<'a> Render<'a> {
             write_str(out, &v);
             out.push(b',');
         }
-        out.extend_from_slice(br#""location":"#);
-        let mut location =
-            String::with_capacity(self.base_url.len() + r.endpoint.len() + self.id.len() + 2);
-        for part in [self.base_url, "/", &r.endpoint, "/", &self.id] {
-            location.push_str(part);
-        }
-        write_str(out, &location);
-        out.push(b',');
-        out.extend_from_slice(br#""resourceType":"#);
-        write_str(out, &r.name);
+        // `base_url/endpoint/id`, escaped piece by piece (JSON escapes each character on
+        // its own, so the pieces' escapes are the whole's).
+        out.extend_from_slice(br#""location":""#);
+        write_str_contents(out, self.base_url);
+        out.push(b'/');
+        out.extend_from_slice(self.layout.endpoint_text.as_bytes());
+        out.push(b'/');
+        write_str_contents(out, &self.id);
+        out.extend_from_slice(br#"","resourceType":"#);
+        out.extend_from_slice(self.layout.resource_type_text.as_bytes());
         if let Some(v) = read(&r.version) {
             out.push(b',');
             out.extend_from_slice(br#""version":"#);
@@ -536,18 +552,42 @@ impl<'a> Render<'a> {
     }
 }
 
-/// `s` as a JSON string, as `serde_json` writes it. Most strings need no escape (JSON
-/// escapes only `"`, `\` and control characters): those are checked eight bytes at a time
-/// and copied whole rather than escaped byte by byte.
+/// `s` as a JSON string, as `serde_json` writes it.
 fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    write_str_contents(out, s);
+    out.push(b'"');
+}
+
+/// The inside of `s`'s JSON string. Most strings need no escape (JSON escapes only `"`,
+/// `\` and control characters): those are checked eight bytes at a time and copied
+/// whole rather than escaped byte by byte.
+fn write_str_contents(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
-        // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        // Writing to a Vec cannot fail; the quotes serde_json adds are dropped.
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        let inside = quoted
+            .get(1..quoted.len().saturating_sub(1))
+            .unwrap_or_default();
+        out.extend_from_slice(inside.as_bytes());
     } else {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
         out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+    }
+}
+
+/// `s` as JSON text (a string with its quotes).
+fn json_text(s: &str) -> String {
+    let mut text = Vec::new();
+    write_str(&mut text, s);
+    String::from_utf8(text).unwrap_or_default()
+}
+
+/// [`super::template::scalar_text`] without copying a string.
+fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        other => super::template::scalar_text(other).map(Cow::Owned),
     }
 }
 
@@ -559,24 +599,31 @@ fn needs_escape(bytes: &[u8]) -> bool {
     const HIGH: u64 = ONES * 0x80;
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH != 0;
     let has = |w: u64, c: u8| below(w ^ (ONES * u64::from(c)), 1);
-    let mut words = bytes.chunks_exact(8);
-    for chunk in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+    let special = |chunk: &[u8]| {
+        // Short input is padded with spaces, which need no escape.
+        let mut word = [b' '; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
-        if below(w, 0x20) || has(w, b'"') || has(w, b'\\') {
-            return true;
-        }
+        below(w, 0x20) || has(w, b'"') || has(w, b'\\')
+    };
+    let mut words = bytes.chunks_exact(8);
+    if words.any(special) {
+        return true;
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    match bytes.len() {
+        n if n % 8 == 0 => false,
+        // The tail as one word, overlapping the last whole one when there is one.
+        n if n > 8 => special(&bytes[n - 8..]),
+        _ => special(bytes),
+    }
 }
 
 fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::String(s) => write_str(out, s),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Null => out.extend_from_slice(b"null"),
         _ => {
             let _ = serde_json::to_writer(&mut *out, v);
         }

@@ -271,7 +271,11 @@ fn lookup_text(var: &Var, vars: &Vars<'_>) -> Result<String, RenderError> {
 pub fn scalar_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        // Ids are mostly unsigned integers: formatted without `fmt`'s machinery.
+        Value::Number(n) => Some(match n.as_u64() {
+            Some(u) => itoa::Buffer::new().format(u).to_owned(),
+            None => n.to_string(),
+        }),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
