@@ -413,7 +413,8 @@ fn list(c: &mut Criterion) {
             total: Some(&total_path),
             cursor: None,
         };
-        let page = read_page(std::str::from_utf8(text).ok()?, &set, paths)?;
+        let text: std::sync::Arc<str> = std::str::from_utf8(text).ok()?.into();
+        let page = read_page(&text, &set, paths)?;
         let mut body = Vec::with_capacity(128 + 100 * 768);
         for (i, fields) in page.items?.iter().enumerate() {
             if i > 0 {

@@ -74,7 +74,8 @@ impl Resource {
     /// [`Resource::upstream_id`] of an object whole or read as fields.
     pub(crate) fn read_id(&self, obj: UpstreamObj<'_>) -> Result<String, ReadError> {
         obj.read(&self.id)
-            .and_then(scalar_text)
+            .and_then(super::fields::Found::scalar_text)
+            .map(Cow::into_owned)
             .ok_or_else(|| ReadError::NoId(self.id.as_str().to_owned()))
     }
 

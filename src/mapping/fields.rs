@@ -7,15 +7,19 @@
 //! top-level member (`$.email`; every shipped mapping), an object is held as just those
 //! members' values, in slots fixed when the mapping loads ([`Fields`]). One pass over the
 //! page text fills them, skipping everything else, and picks out the total and the next
-//! cursor on the way. Objects read this way render to exactly the text whole objects do
+//! cursor on the way. A string member without escapes is kept as its place in the page
+//! text: that text is exactly what serde_json would write for it, so it is copied to the
+//! SCIM document as it is, never allocated or checked again. Objects read this way render to exactly the text whole objects do
 //! (tested in `render.rs`). A page this reader does not take (an item that is not an
 //! object, a path that is not singular, anything unexpected) is read as `Value`s, as
 //! before, so errors are reported as they always were.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -69,15 +73,52 @@ impl FieldSet {
 
 /// An upstream object reduced to the members of its resource's [`FieldSet`]: `None`
 /// where it has no such member, `Some(Null)` where the member is `null`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Fields {
     set: Arc<FieldSet>,
-    values: Vec<Option<Value>>,
+    /// The page's text, which [`Member::Text`]s point into.
+    text: Arc<str>,
+    values: Vec<Option<Member>>,
+}
+
+/// One member's value.
+#[derive(Debug, Clone)]
+enum Member {
+    /// A string without escapes: the range of its contents in the page text.
+    Text(Range<usize>),
+    Value(Value),
+}
+
+/// A non-null value read from an upstream object.
+#[derive(Debug, Clone, Copy)]
+pub enum Found<'a> {
+    Value(&'a Value),
+    /// A string whose JSON text needs no escape (it had none in the upstream's text).
+    Plain(&'a str),
+}
+
+impl<'a> Found<'a> {
+    /// The value as a `Value` (a plain string is copied into one).
+    pub fn to_value(self) -> Cow<'a, Value> {
+        match self {
+            Found::Value(v) => Cow::Borrowed(v),
+            Found::Plain(s) => Cow::Owned(Value::String(s.to_owned())),
+        }
+    }
+
+    /// [`super::template::scalar_text`], without copying a string.
+    pub fn scalar_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Found::Plain(s) => Some(Cow::Borrowed(s)),
+            Found::Value(Value::String(s)) => Some(Cow::Borrowed(s)),
+            Found::Value(v) => super::template::scalar_text(v).map(Cow::Owned),
+        }
+    }
 }
 
 impl Fields {
     /// Each attribute's non-null upstream value, by attribute index.
-    pub(crate) fn attributes(&self) -> Vec<Option<&Value>> {
+    pub(crate) fn attributes(&self) -> Vec<Option<Found<'_>>> {
         self.set
             .attr_reads
             .iter()
@@ -89,12 +130,18 @@ impl Fields {
     }
 
     /// The non-null value at `below` inside slot `slot`'s member.
-    fn read(&self, slot: usize, below: &[String]) -> Option<&Value> {
-        let top = self.values[slot].as_ref()?;
-        below
-            .iter()
-            .try_fold(top, |v, k| v.get(k))
-            .filter(|v| !v.is_null())
+    fn read(&self, slot: usize, below: &[String]) -> Option<Found<'_>> {
+        match self.values[slot].as_ref()? {
+            Member::Text(range) if below.is_empty() => {
+                self.text.get(range.clone()).map(Found::Plain)
+            }
+            Member::Text(_) => None,
+            Member::Value(top) => below
+                .iter()
+                .try_fold(top, |v, k| v.get(k))
+                .filter(|v| !v.is_null())
+                .map(Found::Value),
+        }
     }
 
     /// The object holding just these members: the same, to every path the set was built
@@ -102,9 +149,14 @@ impl Fields {
     pub fn to_object(&self) -> Value {
         let mut members = Map::new();
         for (name, &slot) in &self.set.slots {
-            if let Some(v) = &self.values[slot] {
-                members.insert(name.clone(), v.clone());
-            }
+            let value = match &self.values[slot] {
+                None => continue,
+                Some(Member::Value(v)) => v.clone(),
+                Some(Member::Text(range)) => {
+                    Value::String(self.text.get(range.clone()).unwrap_or_default().to_owned())
+                }
+            };
+            members.insert(name.clone(), value);
         }
         Value::Object(members)
     }
@@ -120,9 +172,9 @@ pub enum UpstreamObj<'a> {
 impl<'a> UpstreamObj<'a> {
     /// What `path` reads ([`ReadPath::read`]). Fields are only read through the paths
     /// their set was built from; any other path finds nothing.
-    pub fn read(self, path: &ReadPath) -> Option<&'a Value> {
+    pub fn read(self, path: &ReadPath) -> Option<Found<'a>> {
         match self {
-            UpstreamObj::Whole(obj) => path.read(obj),
+            UpstreamObj::Whole(obj) => path.read(obj).map(Found::Value),
             UpstreamObj::Fields(fields) => {
                 let (first, below) = path.singular()?.split_first()?;
                 fields.read(*fields.set.slots.get(first)?, below)
@@ -152,19 +204,20 @@ pub struct PageFields {
 /// Reads a list page's text: the items as [`Fields`], the total and cursor as values.
 /// `None` when the page is not one this reader takes (see the module docs); the caller
 /// then parses it whole.
-pub fn read_page(text: &str, set: &Arc<FieldSet>, paths: PagePaths<'_>) -> Option<PageFields> {
+pub fn read_page(text: &Arc<str>, set: &Arc<FieldSet>, paths: PagePaths<'_>) -> Option<PageFields> {
     let no_member = |p: Option<&[String]>| p.is_some_and(<[String]>::is_empty);
     if no_member(paths.total) || no_member(paths.cursor) {
         return None;
     }
     let mut out = PageFields::default();
     let mut de = serde_json::Deserializer::from_str(text);
+    let page = Page { text, set };
     if paths.items.is_empty() {
         // The body is the list itself: nothing else can be in it.
         if paths.total.is_some() || paths.cursor.is_some() {
             return None;
         }
-        out.items = Some(ItemsSeed(set).deserialize(&mut de).ok()?);
+        out.items = Some(ItemsSeed(page).deserialize(&mut de).ok()?);
     } else {
         let wants = [
             (Some(paths.items), Target::Items),
@@ -175,7 +228,7 @@ pub fn read_page(text: &str, set: &Arc<FieldSet>, paths: PagePaths<'_>) -> Optio
             wants: &wants,
             active: 0b111,
             depth: 0,
-            set,
+            page,
             out: &mut out,
         };
         level.deserialize(&mut de).ok()?;
@@ -191,13 +244,20 @@ enum Target {
     Cursor,
 }
 
+/// The page being read: its text and the members wanted from each item.
+#[derive(Clone, Copy)]
+struct Page<'p> {
+    text: &'p Arc<str>,
+    set: &'p Arc<FieldSet>,
+}
+
 /// One object of the envelope, `depth` members below the root, on the way to the
 /// `active` wants (a bit per entry of `wants`).
 struct Level<'p, 'o> {
     wants: &'p [(Option<&'p [String]>, Target); 3],
     active: u8,
     depth: usize,
-    set: &'p Arc<FieldSet>,
+    page: Page<'p>,
     out: &'o mut PageFields,
 }
 
@@ -247,7 +307,7 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
                     ));
                 }
                 (Some(Target::Items), _) => {
-                    self.out.items = Some(map.next_value_seed(ItemsSeed(self.set))?);
+                    self.out.items = Some(map.next_value_seed(ItemsSeed(self.page))?);
                 }
                 (Some(Target::Total), _) => self.out.total = Some(map.next_value()?),
                 (Some(Target::Cursor), _) => self.out.cursor = Some(map.next_value()?),
@@ -258,7 +318,7 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
                     wants: self.wants,
                     active: here,
                     depth: self.depth + 1,
-                    set: self.set,
+                    page: self.page,
                     out: &mut *self.out,
                 })?,
             }
@@ -268,7 +328,7 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
 }
 
 /// A page's item array.
-struct ItemsSeed<'s>(&'s Arc<FieldSet>);
+struct ItemsSeed<'p>(Page<'p>);
 
 impl<'de> DeserializeSeed<'de> for ItemsSeed<'_> {
     type Value = Vec<Fields>;
@@ -295,7 +355,7 @@ impl<'de> Visitor<'de> for ItemsSeed<'_> {
 }
 
 /// One item: the values of the set's members, every other member skipped unparsed.
-struct FieldsSeed<'s>(&'s Arc<FieldSet>);
+struct FieldsSeed<'p>(Page<'p>);
 
 impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
     type Value = Fields;
@@ -313,19 +373,78 @@ impl<'de> Visitor<'de> for FieldsSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut values = vec![None; self.0.slots.len()];
+        let Page { text, set } = self.0;
+        let mut values = vec![None; set.slots.len()];
         while let Some(Key(key)) = map.next_key()? {
-            match self.0.slots.get(&*key) {
-                Some(&slot) => values[slot] = Some(map.next_value()?),
+            match set.slots.get(&*key) {
+                Some(&slot) => values[slot] = Some(map.next_value_seed(MemberSeed(text))?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(Fields {
-            set: Arc::clone(self.0),
+            set: Arc::clone(set),
+            text: Arc::clone(text),
             values,
         })
+    }
+}
+
+/// A wanted member's value: a string borrowed from the page text is kept as its range,
+/// anything else parsed as a `Value`.
+struct MemberSeed<'p>(&'p str);
+
+impl<'de> DeserializeSeed<'de> for MemberSeed<'_> {
+    type Value = Member;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Member, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberSeed<'_> {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Member, E> {
+        // Where `s` lies in the text: the parser lends strings without escapes from it.
+        let start = (s.as_ptr() as usize).wrapping_sub(self.0.as_ptr() as usize);
+        let range = start..start.wrapping_add(s.len());
+        Ok(match self.0.get(range.clone()) {
+            Some(t) if std::ptr::eq(t, s) => Member::Text(range),
+            _ => Member::Value(Value::String(s.to_owned())),
+        })
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Member, E> {
+        Ok(Member::Value(Value::String(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Member, E> {
+        Ok(Member::Value(Value::String(s)))
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Member, E> {
+        Ok(Member::Value(Value::Bool(b)))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Member, E> {
+        Ok(Member::Value(Value::from(n)))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Member, E> {
+        Ok(Member::Value(Value::from(n)))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Member, E> {
+        Ok(Member::Value(Value::from(n)))
+    }
+    fn visit_unit<E>(self) -> Result<Member, E> {
+        Ok(Member::Value(Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Member, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(Member::Value)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Member, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Member::Value)
     }
 }
 
@@ -449,7 +568,7 @@ mod tests {
                 total: total.as_deref(),
                 cursor: cursor.as_deref(),
             };
-            let read = read_page(text, &set, paths);
+            let read = read_page(&Arc::from(text), &set, paths);
             assert_eq!(read.is_some(), readable, "{text}");
             let Some(read) = read else { continue };
             let whole: Value = serde_json::from_str(text).expect(text);

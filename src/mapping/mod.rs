@@ -390,7 +390,11 @@ pub struct Resource {
 impl Resource {
     /// Is this upstream object soft-deleted?
     pub fn is_gone(&self, obj: fields::UpstreamObj<'_>) -> bool {
-        !self.gone_when.is_empty() && self.gone_when.iter().all(|(p, v)| obj.read(p) == Some(v))
+        !self.gone_when.is_empty()
+            && self
+                .gone_when
+                .iter()
+                .all(|(p, v)| obj.read(p).is_some_and(|found| *found.to_value() == *v))
     }
 
     /// Wraps a body in the request envelope.

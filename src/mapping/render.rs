@@ -25,9 +25,10 @@ use smallvec::SmallVec;
 use serde_json::Value;
 
 use super::engine::{coerce_read, ReadError};
-use super::fields::{FieldSet, Fields, UpstreamObj};
+use super::fields::{FieldSet, Fields, Found, UpstreamObj};
 use super::{Mutability, Resource};
 use crate::scim::filter::AttrRef;
+use crate::scim::schema::AttrType;
 
 /// Where a resource's attributes land in its SCIM document.
 #[derive(Debug, Clone)]
@@ -270,7 +271,7 @@ struct Render<'a> {
     resource: &'a Resource,
     layout: &'a Layout,
     /// Each attribute's upstream value, by index (see [`Layout::read_all`]).
-    found: Vec<Option<&'a Value>>,
+    found: Vec<Option<Found<'a>>>,
     obj: UpstreamObj<'a>,
     base_url: &'a str,
     id: String,
@@ -291,6 +292,7 @@ impl Resource {
             return Ok(());
         };
         let found = layout.read_all(self, obj);
+        let found = found.into_iter().map(|v| v.map(Found::Value)).collect();
         self.render(
             layout,
             UpstreamObj::Whole(obj),
@@ -329,7 +331,7 @@ impl Resource {
         &'a self,
         layout: &'a Layout,
         obj: UpstreamObj<'a>,
-        found: Vec<Option<&'a Value>>,
+        found: Vec<Option<Found<'a>>>,
         base_url: &'a str,
         out: &mut Vec<u8>,
         whole: impl FnOnce() -> Cow<'a, Value>,
@@ -407,7 +409,7 @@ impl<'a> Render<'a> {
                 let Some(v) = value else {
                     return Ok(false);
                 };
-                write_value(out, &v);
+                v.write(out);
             }
             Node::Object(members) => return self.object(members, out, false),
             Node::Element { terms, subs } => return self.element(terms, subs, out),
@@ -427,7 +429,7 @@ impl<'a> Render<'a> {
     }
 
     /// The value a source gives, as `to_scim` would set it.
-    fn source(&self, source: &Source) -> Result<Option<Cow<'a, Value>>, ReadError> {
+    fn source(&self, source: &Source) -> Result<Option<Out<'a>>, ReadError> {
         let (i, is_ref) = match source {
             Source::Attr(i) => (*i, false),
             Source::Ref(i) => (*i, true),
@@ -435,19 +437,27 @@ impl<'a> Render<'a> {
         let a = &self.resource.attributes[i];
         // `to_scim` sets a constant as it is and builds no `$ref` from it.
         if let Some(c) = &a.constant {
-            return Ok((!is_ref).then_some(Cow::Borrowed(c)));
+            return Ok((!is_ref).then_some(Out::Value(Cow::Borrowed(c))));
         }
-        let Some(raw) = self.found[i] else {
+        let Some(found) = self.found[i] else {
             return Ok(None);
         };
-        let value = self.resource.scim_value(a, raw)?;
+        if let (Found::Plain(text), false) = (found, is_ref) {
+            if let Some(value) = plain_scim_value(a, text) {
+                return Ok(Some(value));
+            }
+        }
+        let value = match found.to_value() {
+            Cow::Borrowed(raw) => self.resource.scim_value(a, raw)?,
+            Cow::Owned(raw) => Cow::Owned(self.resource.scim_value(a, &raw)?.into_owned()),
+        };
         if !is_ref {
-            return Ok(Some(value));
+            return Ok(Some(Out::Value(value)));
         }
         Ok(a.reference
             .as_ref()
             .and_then(|r| r.url(&value, self.base_url))
-            .map(Cow::Owned))
+            .map(|url| Out::Value(Cow::Owned(url))))
     }
 
     /// One element `[{terms…, subs…, extras…}]`, when any sub-attribute has a value. The
@@ -461,13 +471,17 @@ impl<'a> Render<'a> {
         out: &mut Vec<u8>,
     ) -> Result<bool, ReadError> {
         // Elements have a few members: no allocation for them.
-        let mut fields: SmallVec<[(&str, Cow<'a, Value>); 8]> = SmallVec::new();
+        let mut fields: SmallVec<[(&str, Out<'a>); 8]> = SmallVec::new();
         for (sub, source) in subs {
             let Some(v) = self.source(source)? else {
                 continue;
             };
             if fields.is_empty() {
-                fields.extend(terms.iter().map(|(k, t)| (k.as_str(), Cow::Borrowed(t))));
+                fields.extend(
+                    terms
+                        .iter()
+                        .map(|(k, t)| (k.as_str(), Out::Value(Cow::Borrowed(t)))),
+                );
             }
             match fields.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(sub)) {
                 Some(slot) => slot.1 = v,
@@ -476,7 +490,7 @@ impl<'a> Render<'a> {
             let (Source::Attr(i) | Source::Ref(i)) = source;
             for (k, extra) in &self.resource.attributes[*i].extra {
                 if !fields.iter().any(|(f, _)| f.eq_ignore_ascii_case(k)) {
-                    fields.push((k, Cow::Borrowed(extra)));
+                    fields.push((k, Out::Value(Cow::Borrowed(extra))));
                 }
             }
         }
@@ -491,7 +505,7 @@ impl<'a> Render<'a> {
             }
             write_str(out, k);
             out.push(b':');
-            write_value(out, v);
+            v.write(out);
         }
         out.extend_from_slice(b"}]");
         Ok(true)
@@ -517,20 +531,24 @@ impl<'a> Render<'a> {
 
     fn meta(&self, out: &mut Vec<u8>) {
         let r = self.resource;
-        let read = |p: &Option<super::jsonpath::ReadPath>| {
-            p.as_ref()
-                .and_then(|p| self.obj.read(p))
-                .and_then(scalar_text)
+        let read =
+            |p: &Option<super::jsonpath::ReadPath>| p.as_ref().and_then(|p| self.obj.read(p));
+        // A timestamp's text as it is, when it is a string that needs no escape.
+        let timestamp = |found: Found<'a>| match found {
+            Found::Plain(text) => Some(Out::Plain(text)),
+            other => other
+                .scalar_text()
+                .map(|t| Out::Value(Cow::Owned(Value::String(t.into_owned())))),
         };
         out.push(b'{');
-        if let Some(v) = read(&r.created) {
+        if let Some(v) = read(&r.created).and_then(timestamp) {
             out.extend_from_slice(br#""created":"#);
-            write_str(out, &v);
+            v.write(out);
             out.push(b',');
         }
-        if let Some(v) = read(&r.last_modified) {
+        if let Some(v) = read(&r.last_modified).and_then(timestamp) {
             out.extend_from_slice(br#""lastModified":"#);
-            write_str(out, &v);
+            v.write(out);
             out.push(b',');
         }
         // `base_url/endpoint/id`, escaped piece by piece (JSON escapes each character on
@@ -543,7 +561,7 @@ impl<'a> Render<'a> {
         write_str_contents(out, &self.id);
         out.extend_from_slice(br#"","resourceType":"#);
         out.extend_from_slice(self.layout.resource_type_text.as_bytes());
-        if let Some(v) = read(&r.version) {
+        if let Some(v) = read(&r.version).and_then(Found::scalar_text) {
             out.push(b',');
             out.extend_from_slice(br#""version":"#);
             write_str(out, &format!("W/\"{v}\""));
@@ -583,11 +601,40 @@ fn json_text(s: &str) -> String {
     String::from_utf8(text).unwrap_or_default()
 }
 
-/// [`super::template::scalar_text`] without copying a string.
-fn scalar_text(v: &Value) -> Option<Cow<'_, str>> {
-    match v {
-        Value::String(s) => Some(Cow::Borrowed(s)),
-        other => super::template::scalar_text(other).map(Cow::Owned),
+/// A value to write.
+#[derive(Debug)]
+enum Out<'a> {
+    /// A string whose JSON text needs no escape.
+    Plain(&'a str),
+    Value(Cow<'a, Value>),
+}
+
+impl Out<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Out::Plain(s) => {
+                out.reserve(s.len() + 2);
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            }
+            Out::Value(v) => write_value(out, v),
+        }
+    }
+}
+
+/// [`Resource::scim_value`] of a plain upstream string, without making it a `Value`
+/// where the answer is the string itself or an enum's constant; `None` otherwise (a
+/// boolean attribute, which coerces `"true"`; a value the enum lacks, an error).
+fn plain_scim_value<'v>(a: &'v super::Attribute, text: &'v str) -> Option<Out<'v>> {
+    match &a.enum_map {
+        Some(map) => map
+            .pairs
+            .iter()
+            .find(|(_, upstream)| upstream.as_str() == Some(text))
+            .map(|(scim, _)| Out::Value(Cow::Borrowed(scim))),
+        None if a.def.ty != AttrType::Boolean => Some(Out::Plain(text)),
+        None => None,
     }
 }
 
@@ -667,7 +714,15 @@ mod tests {
             return out;
         };
         for key in obj.keys() {
-            for replacement in [None, Some(Value::Null), Some(json!(7)), Some(json!("x\"y"))] {
+            let replacements = [
+                None,
+                Some(Value::Null),
+                Some(json!(7)),
+                Some(json!("x\"y")),
+                Some(json!("True")),
+                Some(json!("admin")),
+            ];
+            for replacement in replacements {
                 let mut v = full.clone();
                 match &replacement {
                     None => {
@@ -758,7 +813,8 @@ mod tests {
                         // The object read from a page's text as fields writes the same.
                         let set = resource.layout.as_ref().and_then(|l| l.fields());
                         let set = set.expect("every shipped resource reads singular paths");
-                        let page = format!(r#"{{"data":[{obj}],"n":2}}"#);
+                        let page: std::sync::Arc<str> =
+                            format!(r#"{{"data":[{obj}],"n":2}}"#).into();
                         let paths = PagePaths {
                             items: &["data".to_owned()],
                             total: None,

@@ -758,12 +758,14 @@ impl Ctx {
         let Ok(text) = std::str::from_utf8(&answer.body) else {
             return Ok(None);
         };
+        // Shared by the page's items, whose plain strings stay in it.
+        let text: Arc<str> = Arc::from(text);
         let paths = PagePaths {
             items,
             total,
             cursor,
         };
-        let Some(page) = read_page(text, set, paths) else {
+        let Some(page) = read_page(&text, set, paths) else {
             return Ok(None);
         };
         let Some(items) = page.items else {
