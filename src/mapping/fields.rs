@@ -199,6 +199,8 @@ pub struct PageFields {
     pub items: Option<Vec<Fields>>,
     pub total: Option<Value>,
     pub cursor: Option<Value>,
+    /// For [`read_object`].
+    object: Option<Fields>,
 }
 
 /// Reads a list page's text: the items as [`Fields`], the total and cursor as values.
@@ -237,11 +239,41 @@ pub fn read_page(text: &Arc<str>, set: &Arc<FieldSet>, paths: PagePaths<'_>) -> 
     Some(out)
 }
 
+/// Reads a single-object answer's text: the object at `path` (member names from the root;
+/// empty: the body itself) as [`Fields`]. `None` when the answer is not one this reader
+/// takes, nothing is at `path`, or it is not an object; the caller then parses it whole.
+pub fn read_object(text: &Arc<str>, set: &Arc<FieldSet>, path: &[String]) -> Option<Fields> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let page = Page { text, set };
+    let object = if path.is_empty() {
+        FieldsSeed(page).deserialize(&mut de).ok()?
+    } else {
+        let mut out = PageFields::default();
+        let wants = [
+            (Some(path), Target::Object),
+            (None, Target::Total),
+            (None, Target::Cursor),
+        ];
+        let level = Level {
+            wants: &wants,
+            active: 0b001,
+            depth: 0,
+            page,
+            out: &mut out,
+        };
+        level.deserialize(&mut de).ok()?;
+        out.object?
+    };
+    de.end().ok()?;
+    Some(object)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Items,
     Total,
     Cursor,
+    Object,
 }
 
 /// The page being read: its text and the members wanted from each item.
@@ -290,6 +322,7 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
                     Target::Items => self.out.items = None,
                     Target::Total => self.out.total = None,
                     Target::Cursor => self.out.cursor = None,
+                    Target::Object => self.out.object = None,
                 }
                 if keys.len() == self.depth + 1 {
                     if ends.is_some() {
@@ -311,6 +344,9 @@ impl<'de> Visitor<'de> for Level<'_, '_> {
                 }
                 (Some(Target::Total), _) => self.out.total = Some(map.next_value()?),
                 (Some(Target::Cursor), _) => self.out.cursor = Some(map.next_value()?),
+                (Some(Target::Object), _) => {
+                    self.out.object = Some(map.next_value_seed(FieldsSeed(self.page))?);
+                }
                 (None, 0) => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -479,7 +515,53 @@ mod tests {
 
     use serde_json::Value;
 
-    use super::{read_page, FieldSet, PagePaths};
+    use super::{read_object, read_page, FieldSet, PagePaths};
+
+    /// Single-object answers read as fields: the object its fields stand for, or `None`
+    /// where it must be read whole; checked against the same answer parsed whole.
+    #[test]
+    fn objects_read_as_fields_agree_with_whole_answers() {
+        let set = Arc::new(FieldSet {
+            slots: [("id".to_owned(), 0), ("email".to_owned(), 1)]
+                .into_iter()
+                .collect(),
+            attr_reads: Vec::new(),
+        });
+        // text, item path, readable as fields
+        let cases: &[(&str, &str, bool)] = &[
+            (r#"{"id":1,"email":"a@x","other":{"deep":[1]}}"#, "", true),
+            (
+                r#"{"user":{"id":"u-1","email":"q\"uote"},"meta":{}}"#,
+                "user",
+                true,
+            ),
+            (
+                r#"{"data":{"user":{"id":2}},"data":{"user":{"id":3}}}"#,
+                "data.user",
+                true,
+            ),
+            (r#"{"id":1} trailing"#, "", false),
+            (r#"[{"id":1}]"#, "", false),
+            (r#"{"user":null}"#, "user", false),
+            (r#"{"other":{}}"#, "user", false),
+            (r#"{"user":{"id":1}"#, "user", false),
+        ];
+        for &(text, path, readable) in cases {
+            let path = keys(path);
+            let read = read_object(&Arc::from(text), &set, &path);
+            assert_eq!(read.is_some(), readable, "{text}");
+            let Some(fields) = read else { continue };
+            let whole: Value = serde_json::from_str(text).expect(text);
+            let obj = path.iter().try_fold(&whole, |v, k| v.get(k)).expect(text);
+            let kept = obj
+                .as_object()
+                .expect("an object")
+                .iter()
+                .filter(|(k, _)| set.slots.contains_key(*k));
+            let expected = Value::Object(kept.map(|(k, v)| (k.clone(), v.clone())).collect());
+            assert_eq!(fields.to_object(), expected, "{text}");
+        }
+    }
 
     fn keys(path: &str) -> Vec<String> {
         path.split('.')

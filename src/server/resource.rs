@@ -14,7 +14,7 @@ use super::auth::Tenant;
 use super::request::{base_url, scim_json_response, scim_response, ListParams, ScimJson};
 use super::Gateway;
 use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
-use crate::mapping::fields::{read_page, Fields, PagePaths, UpstreamObj};
+use crate::mapping::fields::{read_object, read_page, Fields, PagePaths, UpstreamObj};
 use crate::mapping::jsonpath::ReadPath;
 use crate::mapping::template::{scalar_text, Vars};
 use crate::mapping::{
@@ -119,8 +119,8 @@ impl ListItem for Value {
     }
 }
 
-/// An item of a plain list (see [`list_plain`]): read as [`Fields`] where the mapping and
-/// the page allow it (`mapping::fields`), whole otherwise.
+/// An upstream object of a plain read or list (see [`list_plain`]): read as [`Fields`]
+/// where the mapping and the answer allow it (`mapping::fields`), whole otherwise.
 enum ListedObj {
     Whole(Value),
     Fields(Fields),
@@ -463,6 +463,17 @@ impl Ctx {
             .map_err(|e| self.unreadable(e))
     }
 
+    /// [`Ctx::write_scim`] for an object read whole or as fields.
+    fn write_listed(&self, obj: &ListedObj, out: &mut Vec<u8>) -> Result<(), ScimError> {
+        match obj {
+            ListedObj::Whole(obj) => self.write_scim(obj, out),
+            ListedObj::Fields(fields) => self
+                .resource
+                .write_scim_fields(fields, &self.base_url, out)
+                .map_err(|e| self.unreadable(e)),
+        }
+    }
+
     fn unreadable(&self, e: crate::mapping::engine::ReadError) -> ScimError {
         ScimError::bad_gateway(format!(
             "the upstream {} cannot be read through the mapping: {e}",
@@ -489,7 +500,63 @@ impl Ctx {
             .get
             .as_ref()
             .ok_or_else(|| not_supported("reads"))?;
-        let mut response = self.send(call, Some(id), &[], None).await?;
+        let response = self.send(call, Some(id), &[], None).await?;
+        self.object_in(call, id, response)
+    }
+
+    /// A plain read's object: as [`Fields`] where the mapping and the answer allow it (as
+    /// for a plain list's pages), whole otherwise.
+    async fn fetch_plain(&self, id: &str) -> Result<Option<ListedObj>, ScimError> {
+        let call = self
+            .resource
+            .ops
+            .get
+            .as_ref()
+            .ok_or_else(|| not_supported("reads"))?;
+        let answer = self
+            .send_raw_with(call, &self.vars(Some(id)), Some(id), &[], None, None)
+            .await?;
+        if let Some(fields) = self.object_fields(call, &answer) {
+            let obj = UpstreamObj::Fields(&fields);
+            // An object without an id is reported by the whole-object path below.
+            if self.resource.read_id(obj).is_ok() {
+                let gone = self.resource.is_gone(obj);
+                return Ok((!gone).then_some(ListedObj::Fields(fields)));
+            }
+        }
+        Ok(self
+            .object_in(call, id, answer.parse())?
+            .map(ListedObj::Whole))
+    }
+
+    /// A single-object answer read as fields; `None` where the whole-object path applies
+    /// (see [`Ctx::read_page_fields`]).
+    fn object_fields(&self, call: &Call, answer: &upstream::RawResponse) -> Option<Fields> {
+        let set = self.resource.layout.as_ref()?.fields()?;
+        let status = answer.status;
+        let mut rules = self
+            .resource
+            .errors
+            .iter()
+            .chain(self.mapping.errors.iter());
+        if !status.is_success() || rules.any(|r| r.status.matches(status)) {
+            return None;
+        }
+        let path = match &call.item {
+            Some(p) => p.singular()?,
+            None => &[],
+        };
+        let text: Arc<str> = Arc::from(std::str::from_utf8(&answer.body).ok()?);
+        read_object(&text, set, path)
+    }
+
+    /// The object in the answer to a read of `id`: `None` for 404 or a gone object.
+    fn object_in(
+        &self,
+        call: &Call,
+        id: &str,
+        mut response: upstream::Response,
+    ) -> Result<Option<Value>, ScimError> {
         if response.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -1207,12 +1274,8 @@ async fn list_plain(ctx: &Ctx, params: &ListParams) -> Result<Response, ScimErro
     let (items, total) = ctx
         .fetch_window::<ListedObj>(call, None, &sort, start_index - 1, count)
         .await?;
-    let body = write_list_response(&items, total, start_index, 1024, |obj, out| match obj {
-        ListedObj::Whole(obj) => ctx.write_scim(obj, out),
-        ListedObj::Fields(fields) => ctx
-            .resource
-            .write_scim_fields(fields, &ctx.base_url, out)
-            .map_err(|e| ctx.unreadable(e)),
+    let body = write_list_response(&items, total, start_index, 1024, |obj, out| {
+        ctx.write_listed(obj, out)
     })?;
     Ok(scim_json_response(StatusCode::OK, body))
 }
@@ -1416,9 +1479,12 @@ pub async fn get_one(
     let ctx = ctx(gateway, &endpoint, tenant, &headers)?;
     ctx.check_id(&id)?;
     if ctx.is_plain_read(&params) {
-        let obj = ctx.fetch(&id).await?.ok_or_else(|| ctx.not_found(&id))?;
+        let obj = ctx
+            .fetch_plain(&id)
+            .await?
+            .ok_or_else(|| ctx.not_found(&id))?;
         let mut body = Vec::with_capacity(1024);
-        ctx.write_scim(&obj, &mut body)?;
+        ctx.write_listed(&obj, &mut body)?;
         return Ok(scim_json_response(StatusCode::OK, body));
     }
     let attributes = parse_attr_list(params.attributes.as_deref())?;
