@@ -517,16 +517,28 @@ mod tests {
 
     use super::{read_object, read_page, FieldSet, PagePaths};
 
-    /// Single-object answers read as fields: the object its fields stand for, or `None`
-    /// where it must be read whole; checked against the same answer parsed whole.
-    #[test]
-    fn objects_read_as_fields_agree_with_whole_answers() {
-        let set = Arc::new(FieldSet {
+    /// A set reading the members `id` and `email`.
+    fn id_and_email() -> Arc<FieldSet> {
+        Arc::new(FieldSet {
             slots: [("id".to_owned(), 0), ("email".to_owned(), 1)]
                 .into_iter()
                 .collect(),
             attr_reads: Vec::new(),
-        });
+        })
+    }
+
+    /// `obj` with only the members `set` reads: what its fields stand for.
+    fn kept(set: &FieldSet, obj: &Value) -> Value {
+        let members = obj.as_object().expect("an object").iter();
+        let kept = members.filter(|(k, _)| set.slots.contains_key(*k));
+        Value::Object(kept.map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    /// Single-object answers read as fields: the object its fields stand for, or `None`
+    /// where it must be read whole; checked against the same answer parsed whole.
+    #[test]
+    fn objects_read_as_fields_agree_with_whole_answers() {
+        let set = id_and_email();
         // text, item path, readable as fields
         let cases: &[(&str, &str, bool)] = &[
             (r#"{"id":1,"email":"a@x","other":{"deep":[1]}}"#, "", true),
@@ -553,13 +565,7 @@ mod tests {
             let Some(fields) = read else { continue };
             let whole: Value = serde_json::from_str(text).expect(text);
             let obj = path.iter().try_fold(&whole, |v, k| v.get(k)).expect(text);
-            let kept = obj
-                .as_object()
-                .expect("an object")
-                .iter()
-                .filter(|(k, _)| set.slots.contains_key(*k));
-            let expected = Value::Object(kept.map(|(k, v)| (k.clone(), v.clone())).collect());
-            assert_eq!(fields.to_object(), expected, "{text}");
+            assert_eq!(fields.to_object(), kept(&set, obj), "{text}");
         }
     }
 
@@ -575,12 +581,7 @@ mod tests {
     /// same page parsed whole.
     #[test]
     fn pages_read_as_fields_agree_with_whole_pages() {
-        let set = Arc::new(FieldSet {
-            slots: [("id".to_owned(), 0), ("email".to_owned(), 1)]
-                .into_iter()
-                .collect(),
-            attr_reads: Vec::new(),
-        });
+        let set = id_and_email();
         // text, items path, total path, cursor path, readable as fields
         type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, bool);
         let cases: &[Case] = &[
@@ -655,16 +656,9 @@ mod tests {
             let Some(read) = read else { continue };
             let whole: Value = serde_json::from_str(text).expect(text);
             let at = |path: &[String]| path.iter().try_fold(&whole, |v, k| v.get(k));
-            let expected_items = at(&items).and_then(Value::as_array).map(|items| {
-                items
-                    .iter()
-                    .map(|o| {
-                        let o = o.as_object().expect("object items");
-                        let kept = o.iter().filter(|(k, _)| set.slots.contains_key(*k));
-                        Value::Object(kept.map(|(k, v)| (k.clone(), v.clone())).collect())
-                    })
-                    .collect::<Vec<_>>()
-            });
+            let expected_items = at(&items)
+                .and_then(Value::as_array)
+                .map(|items| items.iter().map(|o| kept(&set, o)).collect::<Vec<_>>());
             let got_items = read
                 .items
                 .map(|items| items.iter().map(|f| f.to_object()).collect::<Vec<_>>());

@@ -14,12 +14,12 @@ use super::auth::Tenant;
 use super::request::{base_url, scim_json_response, scim_response, ListParams, ScimJson};
 use super::Gateway;
 use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
-use crate::mapping::fields::{read_object, read_page, Fields, PagePaths, UpstreamObj};
+use crate::mapping::fields::{read_object, read_page, FieldSet, Fields, PagePaths, UpstreamObj};
 use crate::mapping::jsonpath::ReadPath;
 use crate::mapping::template::{scalar_text, Vars};
 use crate::mapping::{
-    Action, ActionOrder, Call, Detail, Mapping, NextCursor, Pagination, PatchResponse, Resource,
-    Total, Unsupported, UpdateBody,
+    Action, ActionOrder, Call, Detail, ErrorRule, Mapping, NextCursor, Pagination, PatchResponse,
+    Resource, Total, Unsupported, UpdateBody,
 };
 use crate::scim::filter::{parse_attr_path, parse_filter, AttrPath, Filter};
 use crate::scim::membership::{member_values, split_member_ops, MemberEdit};
@@ -361,11 +361,25 @@ impl Ctx {
     pub(super) fn is_error(&self, response: &upstream::Response) -> bool {
         !response.status.is_success()
             || self
-                .resource
-                .errors
-                .iter()
-                .chain(self.mapping.errors.iter())
+                .error_rules()
                 .any(|r| response.status.is_success() && r.matches(response.status, &response.body))
+    }
+
+    /// The resource's error rules, then the mapping's.
+    fn error_rules(&self) -> impl Iterator<Item = &ErrorRule> {
+        self.resource
+            .errors
+            .iter()
+            .chain(self.mapping.errors.iter())
+    }
+
+    /// The resource's field set, when `answer` may be read as [`Fields`]: a 2xx that no
+    /// error rule could call an error (those need the whole body to decide).
+    fn fields_for(&self, answer: &upstream::RawResponse) -> Option<&Arc<FieldSet>> {
+        let set = self.resource.layout.as_ref()?.fields()?;
+        let status = answer.status;
+        let ruled = self.error_rules().any(|r| r.status.matches(status));
+        (status.is_success() && !ruled).then_some(set)
     }
 
     /// An upstream error status as the SCIM answer the mapping's rules choose.
@@ -374,12 +388,7 @@ impl Ctx {
         response: &upstream::Response,
         id: Option<&str>,
     ) -> ScimError {
-        let rules = self
-            .resource
-            .errors
-            .iter()
-            .chain(self.mapping.errors.iter());
-        for rule in rules {
+        for rule in self.error_rules() {
             if !rule.matches(response.status, &response.body) {
                 continue;
             }
@@ -532,16 +541,7 @@ impl Ctx {
     /// A single-object answer read as fields; `None` where the whole-object path applies
     /// (see [`Ctx::read_page_fields`]).
     fn object_fields(&self, call: &Call, answer: &upstream::RawResponse) -> Option<Fields> {
-        let set = self.resource.layout.as_ref()?.fields()?;
-        let status = answer.status;
-        let mut rules = self
-            .resource
-            .errors
-            .iter()
-            .chain(self.mapping.errors.iter());
-        if !status.is_success() || rules.any(|r| r.status.matches(status)) {
-            return None;
-        }
+        let set = self.fields_for(answer)?;
         let path = match &call.item {
             Some(p) => p.singular()?,
             None => &[],
@@ -790,18 +790,9 @@ impl Ctx {
         call: &Call,
         answer: &upstream::RawResponse,
     ) -> Result<Option<PageRead<ListedObj>>, ScimError> {
-        let Some(set) = self.resource.layout.as_ref().and_then(|l| l.fields()) else {
+        let Some(set) = self.fields_for(answer) else {
             return Ok(None);
         };
-        let status = answer.status;
-        let rules = self
-            .resource
-            .errors
-            .iter()
-            .chain(self.mapping.errors.iter());
-        if !status.is_success() || rules.into_iter().any(|r| r.status.matches(status)) {
-            return Ok(None);
-        }
         let Some(items) = call.items.as_ref().and_then(ReadPath::singular) else {
             return Ok(None);
         };
