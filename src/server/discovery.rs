@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::request::{base_url, scim_response};
-use super::Gateway;
+use super::{Authenticated, Gateway};
 use crate::mapping::discovery::{self, Capabilities};
 use crate::scim::{ScimError, LIST_SCHEMA};
 
@@ -36,6 +36,7 @@ fn list(resources: Vec<Value>) -> Response {
 /// `GET /ServiceProviderConfig`.
 pub async fn service_provider_config(
     State(gateway): State<Arc<Gateway>>,
+    _: Authenticated,
     headers: HeaderMap,
 ) -> Response {
     let mapping = gateway.mapping.load();
@@ -49,7 +50,11 @@ pub async fn service_provider_config(
 }
 
 /// `GET /ResourceTypes`.
-pub async fn resource_types(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn resource_types(
+    State(gateway): State<Arc<Gateway>>,
+    _: Authenticated,
+    headers: HeaderMap,
+) -> Response {
     let mapping = gateway.mapping.load();
     let base = base(&gateway, &headers);
     list(
@@ -64,6 +69,7 @@ pub async fn resource_types(State(gateway): State<Arc<Gateway>>, headers: Header
 /// `GET /ResourceTypes/{id}`.
 pub async fn resource_type(
     State(gateway): State<Arc<Gateway>>,
+    _: Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
@@ -80,7 +86,11 @@ pub async fn resource_type(
 }
 
 /// `GET /Schemas`.
-pub async fn schemas(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn schemas(
+    State(gateway): State<Arc<Gateway>>,
+    _: Authenticated,
+    headers: HeaderMap,
+) -> Response {
     let mapping = gateway.mapping.load();
     let base = base(&gateway, &headers);
     list(
@@ -94,6 +104,7 @@ pub async fn schemas(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) ->
 /// `GET /Schemas/{id}`.
 pub async fn schema(
     State(gateway): State<Arc<Gateway>>,
+    _: Authenticated,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {

@@ -25,13 +25,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use tower::Service;
 
 use super::auth::Tenant;
 use super::Gateway;
@@ -53,25 +58,68 @@ pub fn time_left() -> Option<Duration> {
 
 /// The layer in front of the SCIM API: sizes first (before any work), then the request
 /// runs under its deadline.
-pub async fn inbound(
-    State(gateway): State<Arc<Gateway>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let limits = &gateway.config.limits;
+#[derive(Clone)]
+pub struct Inbound<S> {
+    gateway: Arc<Gateway>,
+    inner: S,
+}
+
+impl<S> Inbound<S> {
+    pub fn new(gateway: Arc<Gateway>, inner: S) -> Self {
+        Inbound { gateway, inner }
+    }
+}
+
+impl<S> Service<Request> for Inbound<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let limits = &self.gateway.config.limits;
+        if let Err(refused) = check_sizes(limits, &request) {
+            return Box::pin(std::future::ready(Ok(refused.into_response())));
+        }
+        let budget = Duration::from_millis(limits.request_timeout_ms);
+        let deadline = Instant::now() + budget;
+        // Routing happens here; the handler's own work only when the future is polled,
+        // inside the deadline's scope.
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            match DEADLINE
+                .scope(deadline, tokio::time::timeout_at(deadline, answer))
+                .await
+            {
+                Ok(answered) => answered,
+                Err(_) => Ok(deadline_passed(budget)),
+            }
+        })
+    }
+}
+
+/// The request target and headers within `[limits]`, or the SCIM error that says which is
+/// too long.
+fn check_sizes(limits: &Limits, request: &Request) -> Result<(), ScimError> {
     let target = request
         .uri()
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if target > limits.url_bytes {
-        return ScimError::new(
+        return Err(ScimError::new(
             StatusCode::URI_TOO_LONG,
             format!(
                 "the request URL is {target} bytes long; this gateway accepts at most {}",
                 limits.url_bytes
             ),
-        )
-        .into_response();
+        ));
     }
     // As on the wire: `name: value\r\n`.
     let headers: usize = request
@@ -80,40 +128,30 @@ pub async fn inbound(
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     if headers > limits.header_bytes {
-        return ScimError::new(
+        return Err(ScimError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!(
                 "the request headers are {headers} bytes long; this gateway accepts at most {}",
                 limits.header_bytes
             ),
-        )
-        .into_response();
+        ));
     }
-    let budget = Duration::from_millis(limits.request_timeout_ms);
-    let deadline = Instant::now() + budget;
-    match DEADLINE
-        .scope(
-            deadline,
-            tokio::time::timeout_at(deadline, next.run(request)),
-        )
-        .await
-    {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = limits.request_timeout_ms,
-                "request deadline passed; the request was abandoned"
-            );
-            ScimError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the request did not finish within {} ms; a write it made may have been applied in part, so read the resource before retrying",
-                    budget.as_millis()
-                ),
-            )
-            .into_response()
-        }
-    }
+    Ok(())
+}
+
+fn deadline_passed(budget: Duration) -> Response {
+    tracing::warn!(
+        timeout_ms = budget.as_millis() as u64,
+        "request deadline passed; the request was abandoned"
+    );
+    ScimError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "the request did not finish within {} ms; a write it made may have been applied in part, so read the resource before retrying",
+            budget.as_millis()
+        ),
+    )
+    .into_response()
 }
 
 /// 413 when a PATCH carries more operations than `limits.patch_operations`.

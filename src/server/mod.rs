@@ -14,16 +14,14 @@ pub mod request;
 pub mod resource;
 pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -107,16 +105,20 @@ impl Gateway {
     }
 }
 
-/// The whole SCIM listener as one service, cheap to clone (each request clones it once).
-pub type App = tower::util::BoxCloneSyncService<Request, Response, std::convert::Infallible>;
+/// The whole SCIM listener as one service, cheap to clone (two reference counts; each
+/// request clones it once).
+pub type App = observe::Track<Router>;
 
 /// The SCIM listener's service: health endpoints outside authentication, the SCIM API
 /// under the base path, and around them, one concern per layer: the request's id, metrics
 /// and log line (outermost); URL and header sizes and the deadline; framework rejections
-/// rewritten as SCIM errors; the body limit.
+/// rewritten as SCIM errors; the body limit. Authentication is the handlers' first
+/// extractor ([`Authenticated`]).
 ///
 /// The layers wrap the router once rather than through `Router::layer`, which would wrap
-/// every route and make each request clone (allocate) every layer's boxed route.
+/// every route and make each request clone (allocate) every layer's boxed route; and they
+/// are plain services rather than `middleware::from_fn`, which boxes the rest of the stack
+/// and its future again in every layer.
 pub fn router(gateway: Arc<Gateway>) -> App {
     // Routes carry the base path themselves rather than being nested under it: a nested
     // router is a second routing pass, prefix strip and service clone on every request.
@@ -147,20 +149,17 @@ pub fn router(gateway: Arc<Gateway>) -> App {
                 .patch(resource::patch)
                 .delete(resource::delete),
         )
-        .route_layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            authenticate,
-        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway.clone());
+    let inbound_limits = {
+        let gateway = gateway.clone();
+        tower::layer::layer_fn(move |inner| limits::Inbound::new(gateway.clone(), inner))
+    };
     let scim = tower::ServiceBuilder::new()
         // URL and header sizes before anything else, then the request's deadline.
-        .layer(middleware::from_fn_with_state(
-            gateway.clone(),
-            limits::inbound,
-        ))
-        .layer(middleware::from_fn(scim_errors_for_framework_rejections))
+        .layer(inbound_limits)
+        .map_response(scim_errors_for_framework_rejections)
         .layer(DefaultBodyLimit::max(gateway.config.limits.body_bytes))
         .service(scim);
     // Probes answer plain JSON (a 503 from /readyz keeps its reason), so they are outside
@@ -170,11 +169,7 @@ pub fn router(gateway: Arc<Gateway>) -> App {
         .route("/readyz", get(health::ready))
         .with_state(gateway.clone())
         .fallback_service(scim);
-    App::new(
-        tower::ServiceBuilder::new()
-            .layer(middleware::from_fn_with_state(gateway, observe::track))
-            .service(app),
-    )
+    observe::Track::new(gateway, app)
 }
 
 /// Serves the SCIM API on `listener` until the process is told to stop: HTTPS when
@@ -184,8 +179,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     // Each request runs on the router of the gateway serving when it arrives, so a
     // configuration reload applies to new requests only.
     let app = live::Dispatch::new(&gateway);
-    let make_service =
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+    let make_service = axum::ServiceExt::<Request>::into_make_service(app);
     let draining = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let draining = draining.clone();
@@ -216,8 +210,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
             Some((cert, key)) => {
                 let store = tls::CertStore::load(cert, key).map_err(std::io::Error::other)?;
                 store.watch(tls::POLL_INTERVAL);
-                // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>`.
-                let listener = tls::TlsListener::new(listener, store)?.tap_io(|_| {});
+                let listener = tls::TlsListener::new(listener, store)?;
                 axum::serve(listener, make_service)
                     .with_graceful_shutdown(signal)
                     .await
@@ -267,59 +260,65 @@ async fn method_not_allowed() -> ScimError {
     )
 }
 
-/// Extracts `Authorization: Bearer …` and resolves it to a [`Tenant`] for the handlers.
-async fn authenticate(
-    State(gateway): State<Arc<Gateway>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned);
-    let Some(token) = token else {
-        observe::record_auth_failure("missing");
-        return ScimError::unauthorized("a bearer token is required").into_response();
-    };
-    let mapping = gateway.mapping.load_full();
-    match gateway
-        .auth
-        .authenticate(&token, &mapping, &gateway.upstream)
-        .await
-    {
-        Ok(tenant) => {
-            observe::set_tenant(&tenant, &mapping);
-            if let Err(e) = gateway
-                .rate_limiter
-                .admit(&tenant, &mapping.tenant_fields)
-                .await
-            {
-                return e.into_response();
+/// The request's tenant: its `Authorization: Bearer …` token resolved by the
+/// [`Authenticator`], within the tenant's rate limit. Every SCIM handler takes it right
+/// after its state, so a request is authenticated before its path, query or body is read;
+/// the fallbacks (unknown route, wrong method) do not take it.
+///
+/// An extractor rather than a middleware layer: a layer around every route boxes and
+/// copies each request's whole handler future once more.
+pub struct Authenticated(pub Arc<Tenant>);
+
+impl FromRequestParts<Arc<Gateway>> for Authenticated {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            observe::record_auth_failure("missing");
+            return Err(ScimError::unauthorized("a bearer token is required").into_response());
+        };
+        let mapping = gateway.mapping.load_full();
+        match gateway
+            .auth
+            .authenticate(token, &mapping, &gateway.upstream)
+            .await
+        {
+            Ok(tenant) => {
+                observe::set_tenant(&tenant, &mapping);
+                gateway
+                    .rate_limiter
+                    .admit(&tenant, &mapping.tenant_fields)
+                    .await
+                    .map_err(IntoResponse::into_response)?;
+                Ok(Authenticated(tenant))
             }
-            request.extensions_mut().insert::<Arc<Tenant>>(tenant);
-            next.run(request).await
-        }
-        Err(e) => {
-            observe::record_auth_failure(match e {
-                auth::AuthError::Rejected => "rejected",
-                auth::AuthError::Unavailable(_) => "unavailable",
-            });
-            tracing::info!(reason = %e, "authentication failed");
-            ScimError::from(e).into_response()
+            Err(e) => {
+                observe::record_auth_failure(match e {
+                    auth::AuthError::Rejected => "rejected",
+                    auth::AuthError::Unavailable(_) => "unavailable",
+                });
+                tracing::info!(reason = %e, "authentication failed");
+                Err(ScimError::from(e).into_response())
+            }
         }
     }
 }
 
 /// axum answers some failures itself (body too large, unreadable body, bad path escapes)
 /// with plain text; rewrite those into SCIM errors so every 4xx and 5xx has the SCIM body.
-async fn scim_errors_for_framework_rejections(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn scim_errors_for_framework_rejections(response: Response) -> Response {
     let status = response.status();
     let is_scim = response
         .headers()

@@ -26,12 +26,17 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use tower::Service;
 use tracing::Instrument;
 
 use super::auth::Tenant;
@@ -428,7 +433,9 @@ tokio::task_local! {
 
 /// What the current SCIM request has gathered so far.
 struct Scope {
-    request_id: String,
+    /// A valid header value by construction (see [`sane_request_id`]), so it is sent
+    /// upstream and back as it is.
+    request_id: HeaderValue,
     metrics: Arc<Metrics>,
     /// Set once authentication succeeded.
     tenant: OnceLock<TenantLabel>,
@@ -468,7 +475,7 @@ fn with_scope<R>(f: impl FnOnce(&Scope) -> R) -> Option<R> {
 }
 
 /// The current request's id, to send upstream (`None` outside a SCIM request).
-pub fn request_id() -> Option<String> {
+pub fn request_id() -> Option<HeaderValue> {
     with_scope(|s| s.request_id.clone())
 }
 
@@ -524,20 +531,23 @@ fn clean(text: &str, max: usize) -> String {
 }
 
 /// An incoming request id is reused when it is printable ASCII and at most 128 characters.
-pub fn sane_request_id(value: &HeaderValue) -> Option<String> {
+pub fn sane_request_id(value: &HeaderValue) -> Option<HeaderValue> {
     let bytes = value.as_bytes();
     let ok = !bytes.is_empty()
         && bytes.len() <= 128
         && bytes.iter().all(|b| (0x20..0x7f).contains(b))
         && bytes.iter().any(|b| *b != b' ');
-    ok.then(|| String::from_utf8_lossy(bytes).into_owned())
+    ok.then(|| value.clone())
 }
 
 /// A fresh request id: 128 random bits in hex.
-pub fn new_request_id() -> String {
+pub fn new_request_id() -> HeaderValue {
     use rand::Rng;
     let bytes: [u8; 16] = rand::rng().random();
-    hex::encode(bytes)
+    let mut text = [0u8; 32];
+    // Infallible: the buffer is exactly twice the bytes' length.
+    let _ = hex::encode_to_slice(bytes, &mut text);
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// The resource and operation labels of a request, from its path and method. Resource
@@ -584,64 +594,91 @@ fn classify(gateway: &Gateway, method: &Method, path: &str) -> (String, &'static
     }
 }
 
-/// The outermost middleware of the SCIM listener: request id in and out, the request's
+/// The outermost layer of the SCIM listener: request id in and out, the request's
 /// metrics, and its one log line. `/healthz` and `/readyz` (probes, every few seconds) pass
 /// through untouched.
-pub async fn track(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path == "/healthz" || path == "/readyz" {
-        return next.run(request).await;
+#[derive(Clone)]
+pub struct Track<S> {
+    gateway: Arc<Gateway>,
+    inner: S,
+}
+
+impl<S> Track<S> {
+    pub fn new(gateway: Arc<Gateway>, inner: S) -> Self {
+        Track { gateway, inner }
     }
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(sane_request_id)
-        .unwrap_or_else(new_request_id);
-    let method = request.method().clone();
-    let (resource, operation) = classify(&gateway, &method, path);
-    let metrics = gateway.metrics.clone();
-    let scope = Arc::new(Scope {
-        request_id: request_id.clone(),
-        metrics: metrics.clone(),
-        tenant: OnceLock::new(),
-        upstream_calls: AtomicU32::new(0),
-    });
-    let in_flight = InFlight::new(metrics.clone());
-    let started = Instant::now();
-    let span = tracing::debug_span!("scim_request", request_id = %request_id);
-    let mut response = SCOPE
-        .scope(scope.clone(), next.run(request))
-        .instrument(span)
-        .await;
-    drop(in_flight);
-    let elapsed = started.elapsed();
-    let status = response.status();
-    metrics
-        .scim_requests
-        .inc(&[&resource, operation, status.as_str()]);
-    metrics
-        .scim_duration
-        .observe(&[&resource, operation], elapsed.as_secs_f64());
-    // Only evaluated when the line is written.
-    let key_id = || scope.tenant.get().and_then(TenantLabel::key_id);
-    let tenant = || scope.tenant.get().map(TenantLabel::fields);
-    tracing::info!(
-        target: "scimgate::request",
-        request_id = %request_id,
-        key_id = %key_id().as_deref().unwrap_or("-"),
-        tenant = %tenant().as_deref().unwrap_or("-"),
-        method = %method,
-        resource = %resource,
-        operation = %operation,
-        status = status.as_u16(),
-        upstream_calls = scope.upstream_calls.load(Ordering::Relaxed),
-        latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-        "scim request"
-    );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, v);
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    response
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let path = request.uri().path();
+        if path == "/healthz" || path == "/readyz" {
+            return Box::pin(self.inner.call(request));
+        }
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(sane_request_id)
+            .unwrap_or_else(new_request_id);
+        let method = request.method().clone();
+        let (resource, operation) = classify(&self.gateway, &method, path);
+        let metrics = self.gateway.metrics.clone();
+        let scope = Arc::new(Scope {
+            request_id,
+            metrics: metrics.clone(),
+            tenant: OnceLock::new(),
+            upstream_calls: AtomicU32::new(0),
+        });
+        let in_flight = InFlight::new(metrics.clone());
+        let started = Instant::now();
+        let span = tracing::debug_span!("scim_request", request_id = ?scope.request_id);
+        // Routing happens here; the handlers run when the future is polled, in the scope.
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let Ok(mut response) = SCOPE.scope(scope.clone(), answer).instrument(span).await;
+            drop(in_flight);
+            let elapsed = started.elapsed();
+            let status = response.status();
+            metrics
+                .scim_requests
+                .inc(&[&resource, operation, status.as_str()]);
+            metrics
+                .scim_duration
+                .observe(&[&resource, operation], elapsed.as_secs_f64());
+            // Only evaluated when the line is written.
+            let key_id = || scope.tenant.get().and_then(TenantLabel::key_id);
+            let tenant = || scope.tenant.get().map(TenantLabel::fields);
+            tracing::info!(
+                target: "scimgate::request",
+                request_id = %scope.request_id.to_str().unwrap_or("-"),
+                key_id = %key_id().as_deref().unwrap_or("-"),
+                tenant = %tenant().as_deref().unwrap_or("-"),
+                method = %method,
+                resource = %resource,
+                operation = %operation,
+                status = status.as_u16(),
+                upstream_calls = scope.upstream_calls.load(Ordering::Relaxed),
+                latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                "scim request"
+            );
+            response
+                .headers_mut()
+                .insert(REQUEST_ID, scope.request_id.clone());
+            Ok(response)
+        })
+    }
 }
 
 // ---- the admin listener ----------------------------------------------------------------
@@ -741,7 +778,7 @@ mod tests {
     #[test]
     fn request_ids() {
         let ok = HeaderValue::from_static("abc-123 x");
-        assert_eq!(sane_request_id(&ok).as_deref(), Some("abc-123 x"));
+        assert_eq!(sane_request_id(&ok), Some(ok));
         let long = HeaderValue::from_str(&"a".repeat(129)).expect("header");
         assert_eq!(sane_request_id(&long), None);
         let max = HeaderValue::from_str(&"a".repeat(128)).expect("header");
@@ -750,7 +787,10 @@ mod tests {
         assert_eq!(sane_request_id(&high), None);
         let tab = HeaderValue::from_bytes(b"a\tb").expect("header");
         assert_eq!(sane_request_id(&tab), None);
-        assert_eq!(new_request_id().len(), 32);
+        let fresh = new_request_id();
+        assert_eq!(fresh.len(), 32);
+        assert!(fresh.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_ne!(fresh, new_request_id());
     }
 
     #[test]

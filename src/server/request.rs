@@ -146,15 +146,23 @@ pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:S
 
 /// The SCIM base URL as clients see it: `public_url` when configured, else from `Host`.
 pub fn base_url(public_url: Option<&str>, base_path: &str, headers: &HeaderMap) -> String {
-    if let Some(public) = public_url {
-        return format!("{}{}", public.trim_end_matches('/'), base_path);
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    format!("http://{host}{base_path}")
+    // Concatenated rather than `format!`ed: this runs for every request.
+    let (origin, host) = match public_url {
+        Some(public) => (public.trim_end_matches('/'), ""),
+        None => (
+            "http://",
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or("localhost"),
+        ),
+    };
+    let mut url = String::with_capacity(origin.len() + host.len() + base_path.len());
+    url.push_str(origin);
+    url.push_str(host);
+    url.push_str(base_path);
+    url
 }
 
 /// A SCIM JSON answer.

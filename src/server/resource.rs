@@ -7,12 +7,11 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde_json::{json, Value};
 
 use super::auth::Tenant;
 use super::request::{base_url, scim_json_response, scim_response, ListParams, ScimJson};
-use super::Gateway;
+use super::{Authenticated, Gateway};
 use crate::mapping::engine::{id_is_plausible, FilterPlan, WriteMode};
 use crate::mapping::fields::{read_object, read_page, FieldSet, Fields, PagePaths, UpstreamObj};
 use crate::mapping::jsonpath::ReadPath;
@@ -1218,8 +1217,8 @@ fn parse_attr_list(
 /// `GET /{endpoint}`: a ListResponse.
 pub async fn list(
     State(gateway): State<Arc<Gateway>>,
+    Authenticated(tenant): Authenticated,
     Path(endpoint): Path<String>,
-    Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
     params: ListParams,
 ) -> Result<Response, ScimError> {
@@ -1230,8 +1229,8 @@ pub async fn list(
 /// `POST /{endpoint}/.search` (RFC 7644 §3.4.3): the list query in a SearchRequest body.
 pub async fn search_post(
     State(gateway): State<Arc<Gateway>>,
+    Authenticated(tenant): Authenticated,
     Path(endpoint): Path<String>,
-    Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
     ScimJson(request): ScimJson,
 ) -> Result<Response, ScimError> {
@@ -1314,7 +1313,7 @@ fn list_response(resources: Vec<Value>, total: u64, start_index: usize) -> Respo
 /// contributes nothing.
 pub async fn search_all(
     State(gateway): State<Arc<Gateway>>,
-    Extension(tenant): Extension<Arc<Tenant>>,
+    Authenticated(tenant): Authenticated,
     headers: HeaderMap,
     ScimJson(request): ScimJson,
 ) -> Result<Response, ScimError> {
@@ -1462,8 +1461,8 @@ async fn search_docs(
 /// `GET /{endpoint}/{id}`.
 pub async fn get_one(
     State(gateway): State<Arc<Gateway>>,
+    Authenticated(tenant): Authenticated,
     Path((endpoint, id)): Path<(String, String)>,
-    Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
     params: ListParams,
 ) -> Result<Response, ScimError> {
@@ -1503,8 +1502,8 @@ pub async fn get_one(
 /// `POST /{endpoint}`: 201 with `Location`.
 pub async fn create(
     State(gateway): State<Arc<Gateway>>,
+    Authenticated(tenant): Authenticated,
     Path(endpoint): Path<String>,
-    Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
     ScimJson(request): ScimJson,
 ) -> Result<Response, ScimError> {
@@ -1588,8 +1587,8 @@ pub async fn create(
 /// `PUT /{endpoint}/{id}`: writes every attribute present; omitted ones per the mapping.
 pub async fn replace(
     State(gateway): State<Arc<Gateway>>,
+    Authenticated(tenant): Authenticated,
     Path((endpoint, id)): Path<(String, String)>,
-    Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
     ScimJson(request): ScimJson,
 ) -> Result<Response, ScimError> {
@@ -1622,8 +1621,8 @@ pub async fn replace(
 /// changed attributes written.
 pub async fn patch(
     State(gateway): State<Arc<Gateway>>,
+    Authenticated(tenant): Authenticated,
     Path((endpoint, id)): Path<(String, String)>,
-    Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
     params: ListParams,
     ScimJson(request): ScimJson,
@@ -1701,8 +1700,8 @@ pub async fn patch(
 /// `DELETE /{endpoint}/{id}`: 204.
 pub async fn delete(
     State(gateway): State<Arc<Gateway>>,
+    Authenticated(tenant): Authenticated,
     Path((endpoint, id)): Path<(String, String)>,
-    Extension(tenant): Extension<Arc<Tenant>>,
     headers: HeaderMap,
 ) -> Result<Response, ScimError> {
     let ctx = ctx(gateway, &endpoint, tenant, &headers)?;

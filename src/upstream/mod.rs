@@ -283,9 +283,7 @@ impl Upstream {
             }
         }
         if let Some(id) = crate::server::observe::request_id() {
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                fixed.insert(crate::server::observe::REQUEST_ID, v);
-            }
+            fixed.insert(crate::server::observe::REQUEST_ID, id);
         }
         if body.is_some() {
             fixed.insert(
@@ -327,12 +325,12 @@ impl Upstream {
             ticket.finish(attempt);
             drop(slot);
             let status_label = match &received {
-                Ok((status, _, _)) => status.as_str().to_owned(),
-                Err((_, UpstreamError::Timeout)) => "timeout".to_owned(),
-                Err((_, UpstreamError::BadBody(_))) => "bad_body".to_owned(),
-                Err(_) => "unreachable".to_owned(),
+                Ok((status, _, _)) => status.as_str(),
+                Err((_, UpstreamError::Timeout)) => "timeout",
+                Err((_, UpstreamError::BadBody(_))) => "bad_body",
+                Err(_) => "unreachable",
             };
-            crate::server::observe::record_upstream(&call.route, &status_label, started.elapsed());
+            crate::server::observe::record_upstream(&call.route, status_label, started.elapsed());
             tracing::debug!(route = %call.route, status = %status_label, elapsed_ms = started.elapsed().as_millis() as u64, "upstream call");
             if retries >= policy.retries || !retry.allows(attempt) {
                 break received;
