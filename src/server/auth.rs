@@ -169,25 +169,47 @@ impl Authenticator {
                 found.ok_or(AuthError::Rejected)
             }
             AuthMode::Introspect => {
-                // Metrics: a miss is a check that ran the introspection call itself.
-                let missed = std::sync::atomic::AtomicBool::new(false);
-                let cached = self
-                    .cache
-                    .try_get_with(hash, async {
-                        missed.store(true, std::sync::atomic::Ordering::Relaxed);
-                        introspect(token, mapping, upstream).await
-                    })
-                    .await;
-                crate::server::observe::record_introspection_cache(
-                    !missed.load(std::sync::atomic::Ordering::Relaxed),
-                );
-                let cached = cached.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+                let cached = match self.cache.get(&hash).await {
+                    Some(cached) => {
+                        crate::server::observe::record_introspection_cache(true);
+                        cached
+                    }
+                    // Boxed: the miss path (the single-flight entry, the introspection
+                    // call) is several kilobytes of future that every request would
+                    // otherwise carry and copy.
+                    None => Box::pin(self.check_and_cache(hash, token, mapping, upstream)).await?,
+                };
                 match cached {
                     Cached::Valid(t) => Ok(t),
                     Cached::Invalid => Err(AuthError::Rejected),
                 }
             }
         }
+    }
+
+    /// Runs the introspection call for a token not in the cache, once however many
+    /// requests ask for it at the same time, and caches the answer.
+    async fn check_and_cache(
+        &self,
+        hash: [u8; 32],
+        token: &str,
+        mapping: &Mapping,
+        upstream: &Upstream,
+    ) -> Result<Cached, AuthError> {
+        // Metrics: a miss is a check that ran the introspection call itself (another
+        // request may have run it meanwhile).
+        let missed = std::sync::atomic::AtomicBool::new(false);
+        let cached = self
+            .cache
+            .try_get_with(hash, async {
+                missed.store(true, std::sync::atomic::Ordering::Relaxed);
+                introspect(token, mapping, upstream).await
+            })
+            .await;
+        crate::server::observe::record_introspection_cache(
+            !missed.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        cached.map_err(|e| AuthError::Unavailable(e.to_string()))
     }
 
     /// Can this authenticator serve with `mapping`? (A reload must not strand static keys

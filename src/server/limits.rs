@@ -271,15 +271,20 @@ impl RateLimiter {
         }
         let key = Self::key(tenant, fields);
         let burst = self.burst;
-        let bucket = self
-            .buckets
-            .get_with(key, async move {
-                Arc::new(Mutex::new(Bucket {
-                    tokens: burst,
-                    at: Instant::now(),
+        // A plain look-up first: the entry future (boxed, for the first request of a
+        // tenant) is most of this future's size otherwise.
+        let bucket = match self.buckets.get(&key).await {
+            Some(bucket) => bucket,
+            None => {
+                Box::pin(self.buckets.get_with(key, async move {
+                    Arc::new(Mutex::new(Bucket {
+                        tokens: burst,
+                        at: Instant::now(),
+                    }))
                 }))
-            })
-            .await;
+                .await
+            }
+        };
         let wait = {
             let mut b = bucket.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();

@@ -22,6 +22,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -203,6 +204,12 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     let served = async {
         match gateway.config.tls.paths() {
             None => {
+                // Answers go out as soon as they are written, as from nginx
+                // (`tcp_nodelay on`): with Nagle, the tail of an answer longer than one
+                // segment waits for the client to acknowledge the rest.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, make_service)
                     .with_graceful_shutdown(signal)
                     .await

@@ -203,6 +203,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // As on the plain listener (see `super::serve`).
+                let _ = stream.set_nodelay(true);
                 let Ok(permit) = handshakes.clone().acquire_owned().await else {
                     return;
                 };
