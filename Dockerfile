@@ -16,6 +16,8 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The build flags (tokio's scheduler switch, see there).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY mappings ./mappings
 # Cargo.toml declares the benchmark target; cargo refuses a manifest whose targets are missing.
