@@ -53,6 +53,11 @@ pub struct Layout {
     /// The members objects are read through, when all are top-level (list pages are then
     /// read as [`Fields`]).
     fields: Option<Arc<FieldSet>>,
+    /// Per attribute, as JSON text made once here: its constant; its enum's SCIM values
+    /// (in the order of its pairs); its `extra` properties as `"key":` and value.
+    constant_texts: Vec<Option<String>>,
+    enum_texts: Vec<Vec<String>>,
+    extra_texts: Vec<Vec<(String, String)>>,
 }
 
 /// One member of the document.
@@ -70,6 +75,10 @@ enum Node {
     Element {
         terms: Vec<(String, Value)>,
         subs: Vec<(String, Source)>,
+        /// Filled by [`finish`]: each term as `"key":` and its value's JSON text, and each
+        /// sub-attribute's `"key":`, in the orders above.
+        term_texts: Vec<(String, String)>,
+        sub_keys: Vec<String>,
     },
 }
 
@@ -131,6 +140,30 @@ impl Layout {
             by_member,
             other_paths,
             fields: FieldSet::build(resource).map(Arc::new),
+            constant_texts: resource
+                .attributes
+                .iter()
+                .map(|a| a.constant.as_ref().map(value_text))
+                .collect(),
+            enum_texts: resource
+                .attributes
+                .iter()
+                .map(|a| {
+                    a.enum_map.as_ref().map_or_else(Vec::new, |map| {
+                        map.pairs.iter().map(|(scim, _)| value_text(scim)).collect()
+                    })
+                })
+                .collect(),
+            extra_texts: resource
+                .attributes
+                .iter()
+                .map(|a| {
+                    a.extra
+                        .iter()
+                        .map(|(k, v)| (key_text(k), value_text(v)))
+                        .collect()
+                })
+                .collect(),
             schema_text: json_text(&resource.schema),
             resource_type_text: json_text(&resource.name),
             endpoint_text: {
@@ -202,10 +235,12 @@ fn place(top: &mut Vec<(String, Node)>, path: &AttrRef, source: Source) -> Optio
                     Node::Element {
                         terms,
                         subs: vec![(sub.clone(), source)],
+                        term_texts: Vec::new(),
+                        sub_keys: Vec::new(),
                     },
                 )),
                 Some(i) => match &mut level[i].1 {
-                    Node::Element { terms: t, subs } if *t == terms => {
+                    Node::Element { terms: t, subs, .. } if *t == terms => {
                         subs.push((sub.clone(), source));
                     }
                     _ => return None,
@@ -260,8 +295,21 @@ fn finish(level: &mut [(String, Node)]) {
         write_str(&mut text, key);
         text.push(b':');
         *key = String::from_utf8(text).unwrap_or_default();
-        if let Node::Object(members) = node {
-            finish(members);
+        match node {
+            Node::Object(members) => finish(members),
+            Node::Element {
+                terms,
+                subs,
+                term_texts,
+                sub_keys,
+            } => {
+                *term_texts = terms
+                    .iter()
+                    .map(|(k, v)| (key_text(k), value_text(v)))
+                    .collect();
+                *sub_keys = subs.iter().map(|(k, _)| key_text(k)).collect();
+            }
+            _ => {}
         }
     }
 }
@@ -412,7 +460,12 @@ impl<'a> Render<'a> {
                 v.write(out);
             }
             Node::Object(members) => return self.object(members, out, false),
-            Node::Element { terms, subs } => return self.element(terms, subs, out),
+            Node::Element {
+                subs,
+                term_texts,
+                sub_keys,
+                terms,
+            } => return self.element(terms, term_texts, subs, sub_keys, out),
         }
         Ok(true)
     }
@@ -436,14 +489,15 @@ impl<'a> Render<'a> {
         };
         let a = &self.resource.attributes[i];
         // `to_scim` sets a constant as it is and builds no `$ref` from it.
-        if let Some(c) = &a.constant {
-            return Ok((!is_ref).then_some(Out::Value(Cow::Borrowed(c))));
+        if a.constant.is_some() {
+            let text = self.layout.constant_texts[i].as_deref().unwrap_or("null");
+            return Ok((!is_ref).then_some(Out::Json(text)));
         }
         let Some(found) = self.found[i] else {
             return Ok(None);
         };
         if let (Found::Plain(text), false) = (found, is_ref) {
-            if let Some(value) = plain_scim_value(a, text) {
+            if let Some(value) = plain_scim_value(a, &self.layout.enum_texts[i], text) {
                 return Ok(Some(value));
             }
         }
@@ -467,12 +521,15 @@ impl<'a> Render<'a> {
     fn element(
         &self,
         terms: &'a [(String, Value)],
-        subs: &[(String, Source)],
+        term_texts: &'a [(String, String)],
+        subs: &'a [(String, Source)],
+        sub_keys: &'a [String],
         out: &mut Vec<u8>,
     ) -> Result<bool, ReadError> {
-        // Elements have a few members: no allocation for them.
-        let mut fields: SmallVec<[(&str, Out<'a>); 8]> = SmallVec::new();
-        for (sub, source) in subs {
+        // Elements have a few members: no allocation for them. Each member: its name (to
+        // match and order by), the JSON text that introduces it, its value.
+        let mut fields: SmallVec<[(&str, &str, Out<'a>); 8]> = SmallVec::new();
+        for ((sub, source), sub_key) in subs.iter().zip(sub_keys) {
             let Some(v) = self.source(source)? else {
                 continue;
             };
@@ -480,17 +537,22 @@ impl<'a> Render<'a> {
                 fields.extend(
                     terms
                         .iter()
-                        .map(|(k, t)| (k.as_str(), Out::Value(Cow::Borrowed(t)))),
+                        .zip(term_texts)
+                        .map(|((k, _), (key, t))| (k.as_str(), key.as_str(), Out::Json(t))),
                 );
             }
-            match fields.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(sub)) {
-                Some(slot) => slot.1 = v,
-                None => fields.push((sub, v)),
+            match fields
+                .iter_mut()
+                .find(|(k, _, _)| k.eq_ignore_ascii_case(sub))
+            {
+                Some(slot) => slot.2 = v,
+                None => fields.push((sub, sub_key, v)),
             }
             let (Source::Attr(i) | Source::Ref(i)) = source;
-            for (k, extra) in &self.resource.attributes[*i].extra {
-                if !fields.iter().any(|(f, _)| f.eq_ignore_ascii_case(k)) {
-                    fields.push((k, Out::Value(Cow::Borrowed(extra))));
+            let extras = self.resource.attributes[*i].extra.iter();
+            for ((k, _), (key, extra)) in extras.zip(&self.layout.extra_texts[*i]) {
+                if !fields.iter().any(|(f, _, _)| f.eq_ignore_ascii_case(k)) {
+                    fields.push((k, key, Out::Json(extra)));
                 }
             }
         }
@@ -499,12 +561,11 @@ impl<'a> Render<'a> {
         }
         fields.sort_by(|a, b| a.0.cmp(b.0));
         out.extend_from_slice(b"[{");
-        for (n, (k, v)) in fields.iter().enumerate() {
+        for (n, (_, key, v)) in fields.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
             }
-            write_str(out, k);
-            out.push(b':');
+            out.extend_from_slice(key.as_bytes());
             v.write(out);
         }
         out.extend_from_slice(b"}]");
@@ -601,11 +662,27 @@ fn json_text(s: &str) -> String {
     String::from_utf8(text).unwrap_or_default()
 }
 
+/// `s` as the JSON text that introduces a member: `"s":`.
+fn key_text(s: &str) -> String {
+    let mut text = json_text(s);
+    text.push(':');
+    text
+}
+
+/// `v` as JSON text, as [`write_value`] writes it.
+fn value_text(v: &Value) -> String {
+    let mut text = Vec::new();
+    write_value(&mut text, v);
+    String::from_utf8(text).unwrap_or_default()
+}
+
 /// A value to write.
 #[derive(Debug)]
 enum Out<'a> {
     /// A string whose JSON text needs no escape.
     Plain(&'a str),
+    /// JSON text made at load (a constant, an enum's value), written as it is.
+    Json(&'a str),
     Value(Cow<'a, Value>),
 }
 
@@ -618,6 +695,7 @@ impl Out<'_> {
                 out.extend_from_slice(s.as_bytes());
                 out.push(b'"');
             }
+            Out::Json(text) => out.extend_from_slice(text.as_bytes()),
             Out::Value(v) => write_value(out, v),
         }
     }
@@ -626,13 +704,18 @@ impl Out<'_> {
 /// [`Resource::scim_value`] of a plain upstream string, without making it a `Value`
 /// where the answer is the string itself or an enum's constant; `None` otherwise (a
 /// boolean attribute, which coerces `"true"`; a value the enum lacks, an error).
-fn plain_scim_value<'v>(a: &'v super::Attribute, text: &'v str) -> Option<Out<'v>> {
+fn plain_scim_value<'v>(
+    a: &'v super::Attribute,
+    enum_texts: &'v [String],
+    text: &'v str,
+) -> Option<Out<'v>> {
     match &a.enum_map {
         Some(map) => map
             .pairs
             .iter()
-            .find(|(_, upstream)| upstream.as_str() == Some(text))
-            .map(|(scim, _)| Out::Value(Cow::Borrowed(scim))),
+            .position(|(_, upstream)| upstream.as_str() == Some(text))
+            .and_then(|i| enum_texts.get(i))
+            .map(|scim| Out::Json(scim)),
         None if a.def.ty != AttrType::Boolean => Some(Out::Plain(text)),
         None => None,
     }
@@ -778,6 +861,56 @@ mod tests {
         }
     }
 
+    /// Compares, for each variant of each sample, the text `write_scim` writes with
+    /// `to_scim`'s document, and with what `write_scim_fields` writes for the object read
+    /// from a page's text. Returns how many documents and field reads compared equal.
+    fn compare_with_to_scim(
+        resource: &crate::mapping::Resource,
+        samples: &[Value],
+    ) -> (usize, usize) {
+        let (mut checked, mut checked_fields) = (0, 0);
+        let name = &resource.name;
+        for sample in samples {
+            for obj in variants(sample) {
+                let expected = resource.to_scim(&obj, "https://gw/scim/v2");
+                let mut out = Vec::new();
+                let written = resource.write_scim(&obj, "https://gw/scim/v2", &mut out);
+                // The object read from a page's text as fields writes the same.
+                let set = resource.layout.as_ref().and_then(|l| l.fields());
+                let set = set.expect("the resource reads singular paths");
+                let page: std::sync::Arc<str> = format!(r#"{{"data":[{obj}],"n":2}}"#).into();
+                let paths = PagePaths {
+                    items: &["data".to_owned()],
+                    total: None,
+                    cursor: None,
+                };
+                let read = read_page(&page, set, paths).expect("readable page");
+                let fields = &read.items.expect("items")[0];
+                let mut from_fields = Vec::new();
+                let written_fields =
+                    resource.write_scim_fields(fields, "https://gw/scim/v2", &mut from_fields);
+                match (&written, written_fields) {
+                    (Ok(()), Ok(())) => {
+                        assert_eq!(out, from_fields);
+                        checked_fields += 1;
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("{name}: {a:?} vs {b:?} for {obj}"),
+                }
+                match (expected, written) {
+                    (Ok(doc), Ok(())) => {
+                        let text = String::from_utf8(out).expect("utf-8");
+                        assert_eq!(text, serde_json::to_string(&doc).expect("json"));
+                        checked += 1;
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("{name}: {a:?} vs {b:?} for {obj}"),
+                }
+            }
+        }
+        (checked, checked_fields)
+    }
+
     #[test]
     fn written_text_is_the_to_scim_document() {
         let samples = [
@@ -791,8 +924,7 @@ mod tests {
                    "login": "grace", "mail": "g@x.io", "given": "Grace", "family": "Hopper",
                    "enabled": false, "version": 3, "groups": ["a"], "emails": [{"value": "q"}]}),
         ];
-        let mut checked = 0;
-        let mut checked_fields = 0;
+        let (mut checked, mut checked_fields) = (0, 0);
         for dir in [
             "mappings/blacksmith",
             "mappings/examples/acme-directory",
@@ -805,51 +937,54 @@ mod tests {
                     "{dir}: {} has no layout",
                     resource.name
                 );
-                for sample in &samples {
-                    for obj in variants(sample) {
-                        let expected = resource.to_scim(&obj, "https://gw/scim/v2");
-                        let mut out = Vec::new();
-                        let written = resource.write_scim(&obj, "https://gw/scim/v2", &mut out);
-                        // The object read from a page's text as fields writes the same.
-                        let set = resource.layout.as_ref().and_then(|l| l.fields());
-                        let set = set.expect("every shipped resource reads singular paths");
-                        let page: std::sync::Arc<str> =
-                            format!(r#"{{"data":[{obj}],"n":2}}"#).into();
-                        let paths = PagePaths {
-                            items: &["data".to_owned()],
-                            total: None,
-                            cursor: None,
-                        };
-                        let read = read_page(&page, set, paths).expect("readable page");
-                        let fields = &read.items.expect("items")[0];
-                        let mut from_fields = Vec::new();
-                        let written_fields = resource.write_scim_fields(
-                            fields,
-                            "https://gw/scim/v2",
-                            &mut from_fields,
-                        );
-                        match (&written, written_fields) {
-                            (Ok(()), Ok(())) => {
-                                assert_eq!(out, from_fields);
-                                checked_fields += 1;
-                            }
-                            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-                            (a, b) => panic!("{dir} {}: {a:?} vs {b:?} for {obj}", resource.name),
-                        }
-                        match (expected, written) {
-                            (Ok(doc), Ok(())) => {
-                                let text = String::from_utf8(out).expect("utf-8");
-                                assert_eq!(text, serde_json::to_string(&doc).expect("json"));
-                                checked += 1;
-                            }
-                            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-                            (a, b) => panic!("{dir} {}: {a:?} vs {b:?} for {obj}", resource.name),
-                        }
-                    }
-                }
+                let (c, f) = compare_with_to_scim(resource, &samples);
+                checked += c;
+                checked_fields += f;
             }
         }
         assert!(checked > 100, "only {checked} documents compared");
         assert!(checked_fields > 100, "only {checked_fields} read as fields");
+    }
+
+    /// Constants, enum values, element terms and `extra` properties are written from JSON
+    /// text made at load: the same text `to_scim`'s document has (escapes, numbers,
+    /// objects and case-insensitive overrides included).
+    #[test]
+    fn texts_made_at_load_are_the_to_scim_document() {
+        let source = crate::mapping::compile::Source {
+            name: "m.toml".into(),
+            text: r#"
+version = 1
+[resources.User]
+endpoint = "/Users"
+schema = "urn:ietf:params:scim:schemas:core:2.0:User"
+extensions = ["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]
+id = { upstream = "$.uid" }
+[resources.User.operations]
+get = { method = "GET", path = "/people/{id}" }
+[resources.User.attributes]
+userName = { upstream = "$.login" }
+userType = { constant = "Emp\"loyee\u00e9" }
+"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter" = { constant = "C\u00e9 \\ 1" }
+title = { upstream = "$.title", enum = [["Chief \"A\"", "a"], ["B\\b", "b"]] }
+active = { upstream = "$.state", enum = [[true, "on"], [false, "off"]] }
+'emails[type eq "work"].value' = { upstream = "$.mail", extra = { primary = true, display = "M\u00fcller \"M\"", Type = "ignored" } }
+'phoneNumbers[type eq "mobile"].value' = { upstream = "$.phone", extra = { primary = false } }
+"#
+            .into(),
+        };
+        let mapping = crate::mapping::compile::load_sources(&[source]).expect("compiles");
+        let resource = mapping.resource("Users").expect("Users");
+        assert!(resource.layout.is_some(), "the resource has a layout");
+        let samples = [
+            json!({"uid": "u\"1", "login": "ada", "title": "a", "state": "on",
+                               "mail": "a@x.io", "phone": "+1"}),
+            json!({"uid": 7, "title": "b", "state": "off", "phone": "\u{1}"}),
+        ];
+        let (checked, checked_fields) = compare_with_to_scim(resource, &samples);
+        assert!(
+            checked > 10 && checked_fields > 10,
+            "{checked} / {checked_fields}"
+        );
     }
 }
