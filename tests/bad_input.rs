@@ -378,6 +378,47 @@ async fn bad_credentials_are_401_with_a_bearer_challenge() {
     }
 }
 
+/// Authentication is checked before anything else the request carries: without a token,
+/// a broken body, a bad escape in the path, an invalid filter or a discovery endpoint all
+/// answer 401, never the 400 or 404 that would tell an unauthenticated caller about them.
+#[tokio::test]
+async fn authentication_comes_before_the_request_s_own_faults() {
+    let h = Harness::with_example_data().await;
+    let base = h.base_path();
+    // (name, method, path under the base, body: sent as application/scim+json)
+    let cases: [(&str, &str, &str, Option<&[u8]>); 8] = [
+        ("malformed JSON body", "POST", "/Users", Some(b"{not json")),
+        (
+            "body of the wrong shape",
+            "PATCH",
+            "/Users/1001",
+            Some(b"[1, 2]"),
+        ),
+        (
+            "search with a broken body",
+            "POST",
+            "/Users/.search",
+            Some(b"{"),
+        ),
+        ("bad escape in the id", "GET", "/Users/%ZZ", None),
+        ("invalid filter", "GET", "/Users?filter=(((", None),
+        ("unknown endpoint", "GET", "/Widgets", None),
+        ("discovery", "GET", "/ServiceProviderConfig", None),
+        ("schema by id", "GET", "/Schemas/urn:nothing", None),
+    ];
+    for (name, method, path, body) in cases {
+        let headers: &[(&str, &str)] = match body {
+            Some(_) => &[("Content-Type", "application/scim+json")],
+            None => &[],
+        };
+        let mark = h.mark();
+        let reply = h.raw(method, &format!("{base}{path}"), headers, body).await;
+        assert_eq!(reply.status, 401, "{name}: {}", reply.body);
+        assert_scim_error(name, &reply.body, 401, None);
+        assert_no_upstream_call(&h, mark, name);
+    }
+}
+
 #[tokio::test]
 async fn hostile_ids_are_404_and_never_reach_the_upstream() {
     let h = Harness::with_example_data().await;
