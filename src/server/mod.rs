@@ -106,6 +106,12 @@ impl Gateway {
     }
 }
 
+/// The future of the listener's own layers ([`observe::Track`], [`limits::Inbound`]):
+/// boxed, since each wraps an async block around the inner service's future.
+pub type LayerFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
 /// The whole SCIM listener as one service, cheap to clone (two reference counts; each
 /// request clones it once).
 pub type App = observe::Track<Router>;

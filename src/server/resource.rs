@@ -500,14 +500,18 @@ impl Ctx {
             && params.excluded_attributes.is_none()
     }
 
-    /// GETs one object; `Ok(None)` for 404.
-    pub(super) async fn fetch(&self, id: &str) -> Result<Option<Value>, ScimError> {
-        let call = self
-            .resource
+    /// The mapping's call that reads one object.
+    fn read_call(&self) -> Result<&Call, ScimError> {
+        self.resource
             .ops
             .get
             .as_ref()
-            .ok_or_else(|| not_supported("reads"))?;
+            .ok_or_else(|| not_supported("reads"))
+    }
+
+    /// GETs one object; `Ok(None)` for 404.
+    pub(super) async fn fetch(&self, id: &str) -> Result<Option<Value>, ScimError> {
+        let call = self.read_call()?;
         let response = self.send(call, Some(id), &[], None).await?;
         self.object_in(call, id, response)
     }
@@ -515,12 +519,7 @@ impl Ctx {
     /// A plain read's object: as [`Fields`] where the mapping and the answer allow it (as
     /// for a plain list's pages), whole otherwise.
     async fn fetch_plain(&self, id: &str) -> Result<Option<ListedObj>, ScimError> {
-        let call = self
-            .resource
-            .ops
-            .get
-            .as_ref()
-            .ok_or_else(|| not_supported("reads"))?;
+        let call = self.read_call()?;
         let answer = self
             .send_raw_with(call, &self.vars(Some(id)), Some(id), &[], None, None)
             .await?;
