@@ -679,3 +679,38 @@ async fn connection_resets_mid_fan_out_are_reported_as_they_landed() {
     assert_eq!(retry.status, 204, "{}", retry.body);
     assert_eq!(demo.team_members(COMPANY, team).expect("team"), users);
 }
+
+/// An upstream that closes keep-alive connections once idle (as Node's server does after
+/// five seconds): the gateway must notice and send the next call on a new connection. A
+/// POST is never retried, so a call written to the closed connection would be a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_upstream_closes_while_idle_are_not_reused() {
+    let (_demo, demo_url) = start_demo().await;
+    let proxy = FaultProxy::start(&demo_url).await;
+    let gate = Gate::start(static_config(&proxy.url()), STATIC_TOKEN).await;
+    for round in 0..3 {
+        proxy.on(
+            "POST",
+            &users_path(),
+            "/users",
+            Fault::PassThenClose,
+            Some(1),
+        );
+        let answer = gate
+            .send(
+                Method::POST,
+                "/Users",
+                Some(&user_body(&format!("idle-{round}@example.com"))),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "round {round}: {}", answer.body);
+        // The proxy closes the connection 20 ms after answering.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(proxy.count("POST", "/users"), 3);
+    assert!(
+        proxy.connections() >= 3,
+        "{} connections for 3 calls on connections closed after each",
+        proxy.connections()
+    );
+}

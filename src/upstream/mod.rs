@@ -3,15 +3,17 @@
 //! Every call carries the SCIM request's `X-Request-Id` and is counted by its mapped route
 //! (the path template, never the concrete URL).
 //!
-//! The client is hyper-util's pooled client (the one reqwest is built on) used directly:
-//! each call's URI is assembled from the origin, parsed once at start, and the rendered
-//! path, so no call parses a URL, and no redirect layer runs (the gateway follows no
-//! redirects). That was about 25,000 instructions of every call (BENCHMARKS.md).
+//! Calls go out on hyper's HTTP/1.1 connections kept in [`pool`], one origin's stack of
+//! idle connections: each call's target is the base path and the rendered path, its `Host`
+//! made once at start, so no call parses a URL, and no redirect layer runs (the gateway
+//! follows no redirects). reqwest's URL handling and redirect layer were about 25,000
+//! instructions of every call, hyper-util's general pool about 8,000 (BENCHMARKS.md).
 //!
 //! Every call passes through [`resilience`]: a cap on calls in flight, a circuit breaker,
 //! and retries of the calls that are safe to repeat, within a retry budget and the SCIM
 //! request's deadline.
 
+mod pool;
 pub mod resilience;
 
 use std::sync::atomic::Ordering;
@@ -22,9 +24,7 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::Value;
 use url::Url;
@@ -51,8 +51,8 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'\\');
 
-/// The pooled HTTP(S) client.
-type Client = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Idle connections are closed after this long unused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an upstream call produced no usable answer.
 #[derive(Debug, thiserror::Error)]
@@ -115,11 +115,13 @@ pub struct Response {
 /// The upstream client.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client,
+    pool: Arc<pool::Pool>,
     base: Url,
     /// The base URL's scheme and authority, every call's origin.
     scheme: Scheme,
     authority: Authority,
+    /// Every call's `Host` header: the authority, made once.
+    host: HeaderValue,
     /// The base URL's path without its trailing `/`, prefixed to every call's path.
     prefix: String,
     token: Option<HeaderValue>,
@@ -165,10 +167,13 @@ impl Upstream {
             anyhow::bail!("upstream.url {:?} has no origin", settings.url);
         };
         let token = authorization(settings.token.as_deref(), &base)?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| anyhow::anyhow!("upstream.url {:?}: {e}", settings.url))?;
         Ok(Upstream {
-            client: client(settings)?,
+            pool: pool(settings, &origin)?,
             scheme: scheme.clone(),
             authority: authority.clone(),
+            host,
             base,
             prefix,
             token,
@@ -181,18 +186,19 @@ impl Upstream {
     /// This upstream with what a configuration reload may change: the service token, the
     /// timeouts, the queue wait, retries and backoff. The URL, the concurrency cap, the
     /// circuit breaker and the retry budget (and their counters) stay shared with `self`;
-    /// the connection pool too, unless a timeout changed (the client holds those).
+    /// the connection pool too, unless a timeout changed (its connector holds those).
     pub fn reconfigured(&self, settings: &UpstreamSettings) -> anyhow::Result<Upstream> {
         let timeouts = (settings.timeout, settings.connect_timeout);
         Ok(Upstream {
-            client: if timeouts == self.timeouts {
-                self.client.clone()
+            pool: if timeouts == self.timeouts {
+                self.pool.clone()
             } else {
-                client(settings)?
+                pool(settings, &self.origin())?
             },
             base: self.base.clone(),
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
+            host: self.host.clone(),
             prefix: self.prefix.clone(),
             token: authorization(settings.token.as_deref(), &self.base)?,
             guard: self.guard.clone(),
@@ -211,6 +217,22 @@ impl Upstream {
         vars: &Vars<'_>,
         query: &[(String, String)],
     ) -> Result<Uri, UpstreamError> {
+        let path_and_query = self.target_for(call, vars, query)?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| UpstreamError::Render(RenderError::UnsafeSegment("path".into())))
+    }
+
+    /// The origin-form target of [`Upstream::uri_for`]: what a call's request line carries.
+    fn target_for(
+        &self,
+        call: &Call,
+        vars: &Vars<'_>,
+        query: &[(String, String)],
+    ) -> Result<PathAndQuery, UpstreamError> {
         let path = call.path.render_path(vars)?;
         let mut target = String::with_capacity(self.prefix.len() + path.len() + 64);
         target.extend(utf8_percent_encode(&self.prefix, PATH));
@@ -224,14 +246,17 @@ impl Upstream {
             }
             target = pairs.finish();
         }
-        let unsafe_path = || UpstreamError::Render(RenderError::UnsafeSegment("path".into()));
-        let path_and_query = PathAndQuery::try_from(target).map_err(|_| unsafe_path())?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| unsafe_path())
+        PathAndQuery::try_from(target)
+            .map_err(|_| UpstreamError::Render(RenderError::UnsafeSegment("path".into())))
+    }
+
+    /// The origin the pool connects to.
+    fn origin(&self) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        Uri::from_parts(parts).unwrap_or_default()
     }
 
     /// Parses `text` (absolute, or relative to the upstream URL) and returns it only when it
@@ -267,9 +292,10 @@ impl Upstream {
         body: Option<&Value>,
         headers: &[(&HeaderName, &str)],
     ) -> Result<RawResponse, UpstreamError> {
-        let uri = self.uri_for(call, vars, query)?;
+        let uri = Uri::from(self.target_for(call, vars, query)?);
         let body = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
-        let mut fixed = HeaderMap::with_capacity(4 + headers.len());
+        let mut fixed = HeaderMap::with_capacity(5 + headers.len());
+        fixed.insert(http::header::HOST, self.host.clone());
         fixed.insert(
             http::header::ACCEPT,
             HeaderValue::from_static("application/json"),
@@ -402,9 +428,9 @@ impl Upstream {
     }
 }
 
-/// The pooled client for `settings`: HTTP, or HTTPS verified against the Mozilla roots
+/// The connection pool for `settings`: HTTP, or HTTPS verified against the Mozilla roots
 /// (webpki-roots) with rustls on *ring*. The whole-call timeout is applied per call.
-fn client(settings: &UpstreamSettings) -> anyhow::Result<Client> {
+fn pool(settings: &UpstreamSettings, origin: &Uri) -> anyhow::Result<Arc<pool::Pool>> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -416,15 +442,14 @@ fn client(settings: &UpstreamSettings) -> anyhow::Result<Client> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Connections in use never exceed the calls in flight; idle ones are kept up
-            // to the same number.
-            .pool_max_idle_per_host(settings.policy.max_concurrent)
-            .build(https),
-    )
+    // Connections in use never exceed the calls in flight; idle ones are kept up to the
+    // same number.
+    Ok(Arc::new(pool::Pool::new(
+        https,
+        origin.clone(),
+        settings.policy.max_concurrent,
+        IDLE_TIMEOUT,
+    )))
 }
 
 /// The `Authorization` value every call carries (marked sensitive, so it is never
@@ -468,7 +493,7 @@ impl Upstream {
     /// Sends a prepared request and reads the whole answer (bounded). The caller bounds
     /// the time.
     async fn receive(&self, request: http::Request<Full<Bytes>>) -> Received {
-        let response = self.client.request(request).await.map_err(classify_send)?;
+        let (conn, response) = self.pool.send(request).await.map_err(classify_send)?;
         let (parts, body) = response.into_parts();
         let too_large = || {
             (
@@ -494,26 +519,33 @@ impl Upstream {
                 ))
             }
         };
+        self.pool.put(conn);
         Ok((parts.status, parts.headers, bytes))
     }
 }
 
 /// A failure before the answer began.
-fn classify_send(e: hyper_util::client::legacy::Error) -> (Attempt, UpstreamError) {
-    if e.is_connect() {
-        // Refused, unresolvable, or not established within connect_timeout: nothing was sent.
-        (
-            Attempt::ConnectFailed,
-            UpstreamError::Unreachable("connection failed".into()),
-        )
-    } else {
-        (
+fn classify_send(e: pool::SendError) -> (Attempt, UpstreamError) {
+    match e {
+        pool::SendError::Connect(why) => {
+            // Refused, unresolvable, or not established within connect_timeout: nothing
+            // was sent.
+            tracing::debug!(error = %why, "upstream connection failed");
+            (
+                Attempt::ConnectFailed,
+                UpstreamError::Unreachable("connection failed".into()),
+            )
+        }
+        pool::SendError::Broken(e) => {
+            tracing::debug!(error = %e, "upstream connection broke");
+            (
             Attempt::Reset,
             UpstreamError::Unreachable(
                 "the connection closed before an answer, so the call may have reached the upstream"
                     .into(),
             ),
         )
+        }
     }
 }
 

@@ -240,6 +240,9 @@ pub enum Fault {
     Truncate,
     /// Wait this long, then forward.
     Stall(Duration),
+    /// Forward and answer in full on a keep-alive connection, then close it a moment later
+    /// (FIN): an upstream that closes idle connections.
+    PassThenClose,
 }
 
 /// A rule: requests whose method and path match get `fault`, `times` times (then the rule
@@ -399,6 +402,11 @@ impl FaultProxy {
             .count()
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
     pub fn clear_seen(&self) {
         self.state.seen.lock().unwrap().clear();
     }
@@ -445,9 +453,12 @@ impl FaultProxy {
                 path: path.clone(),
             });
             let fault = self.fault_for(&method, &path);
+            let close_after = matches!(fault, Fault::PassThenClose);
             let stream = reader.get_mut();
             let answer = match fault {
-                Fault::Pass => self.forward(&method, &target, &headers, body).await,
+                Fault::Pass | Fault::PassThenClose => {
+                    self.forward(&method, &target, &headers, body).await
+                }
                 Fault::Stall(d) => {
                     tokio::time::sleep(d).await;
                     self.forward(&method, &target, &headers, body).await
@@ -484,6 +495,11 @@ impl FaultProxy {
             if stream.write_all(head.as_bytes()).await.is_err()
                 || stream.write_all(&body).await.is_err()
             {
+                return;
+            }
+            if close_after {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = stream.shutdown().await;
                 return;
             }
         }

@@ -1,0 +1,161 @@
+//! Keep-alive HTTP/1.1 connections to the upstream's one origin.
+//!
+//! The gateway talks to a single origin, so the pool is a stack of idle connections (the
+//! most recently used on top, the warmest) rather than hyper-util's general pool keyed by
+//! scheme and authority. That pool hashed its key three times per call, spawned a task per
+//! call to put the connection back, and added the `Host` header and origin-form target
+//! per call; here the caller sends origin-form requests with a `Host` made once, and the
+//! connection goes back on the stack as soon as its answer has been read (BENCHMARKS.md).
+//!
+//! Each connection's I/O runs in its own task (hyper's `Connection`), so a connection the
+//! upstream closes while idle is noticed and skipped, and no request is sent on it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// How a call failed before its answer began.
+#[derive(Debug)]
+pub(super) enum SendError {
+    /// No connection could be made (refused, unresolvable, TLS failed, or the new
+    /// connection closed before the request was written): nothing was sent.
+    Connect(String),
+    /// The connection broke after the request was handed to it: the upstream may have
+    /// received it.
+    Broken(hyper::Error),
+}
+
+/// An idle connection.
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// A connection in use; back on the stack with [`Pool::put`] once its answer is read.
+pub(super) struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+/// The connections to one origin.
+pub(super) struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    /// The origin, what the connector is asked to connect to.
+    origin: Uri,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("origin", &self.origin)
+            .field("max_idle", &self.max_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool connecting to `origin` with `connector`, keeping at most `max_idle` idle
+    /// connections, each for at most `idle_timeout`.
+    pub(super) fn new(
+        connector: HttpsConnector<HttpConnector>,
+        origin: Uri,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Pool {
+        Pool {
+            connector,
+            origin,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) on an idle connection, or on a new
+    /// one when none is idle or every idle one turns out closed. A request an idle
+    /// connection could not take (it closed meanwhile) goes to the next one: it was not
+    /// sent.
+    pub(super) async fn send(
+        &self,
+        mut request: http::Request<Full<Bytes>>,
+    ) -> Result<(Conn, http::Response<Incoming>), SendError> {
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((Conn { sender }, response)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Broken(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok((Conn { sender }, response)),
+            Err(mut e) => match e.take_message() {
+                Some(_) => Err(SendError::Connect(
+                    "the new connection closed before the request was sent".into(),
+                )),
+                None => Err(SendError::Broken(e.into_error())),
+            },
+        }
+    }
+
+    /// Puts a connection whose answer has been read in full back on the stack.
+    pub(super) fn put(&self, conn: Conn) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender: conn.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// The most recently used idle connection still open and within the idle timeout;
+    /// those past it are closed (dropped) on the way.
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.sender.is_closed() {
+                continue;
+            }
+            if conn.since.elapsed() > self.idle_timeout {
+                // Everything below it has been idle longer still.
+                idle.clear();
+                return None;
+            }
+            return Some(conn.sender);
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+        let io = tower::ServiceExt::oneshot(self.connector.clone(), self.origin.clone())
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection closed");
+            }
+        });
+        Ok(sender)
+    }
+}
