@@ -103,13 +103,16 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(common) => check(&common),
         Command::HashToken(_) => hash_token(),
-        Command::Serve(common) => run(serve(common)),
+        Command::Serve(common) => run(configured_workers(&common), serve(common)),
         Command::Demo {
             common,
             listen,
             token,
             admin_listen,
-        } => run(demo(common, listen, token, admin_listen)),
+        } => run(
+            configured_workers(&common),
+            demo(common, listen, token, admin_listen),
+        ),
         Command::Health {
             common,
             url,
@@ -358,8 +361,18 @@ async fn spawn_admin(
     Ok(Some(bound))
 }
 
-fn run(future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+/// `workers` from the configuration, read before the runtime starts (0, tokio's one per
+/// core, when the configuration does not load: the command reports that itself).
+fn configured_workers(common: &Common) -> usize {
+    load_config(common).map_or(0, |c| c.workers)
+}
+
+/// Runs `future` on a multi-threaded runtime with `workers` threads (0: one per core).
+fn run(workers: usize, future: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
     // A task woken by another on the same worker (a request's upstream connection, then the
     // request with the answer) otherwise waits in that worker's LIFO slot, which the other
     // workers may not steal: when the OS preempts the worker thread, the request waits the

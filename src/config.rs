@@ -14,6 +14,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Most worker threads `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The gateway's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +39,10 @@ pub struct Config {
     pub log_format: String,
     /// On SIGTERM: stop accepting, let requests in flight finish for at most this long.
     pub shutdown_grace_ms: u64,
+    /// Threads that serve requests; 0: one per CPU core. Beside an app on a busy host,
+    /// fewer threads cost less CPU per request (less waking of idle threads) but cap the
+    /// gateway at that many cores (BENCHMARKS.md).
+    pub workers: usize,
     /// HTTPS on the SCIM listener (off unless both files are named).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -196,6 +203,7 @@ impl Default for Config {
             },
             log_format: "text".into(),
             shutdown_grace_ms: 25_000,
+            workers: 0,
             tls: TlsConfig::default(),
         }
     }
@@ -285,6 +293,12 @@ impl Config {
             return invalid(format!(
                 "admin_listen {:?} must differ from listen: /metrics is never served on the SCIM port",
                 self.admin_listen
+            ));
+        }
+        if self.workers > MAX_WORKERS {
+            return invalid(format!(
+                "workers {} is more than {MAX_WORKERS}",
+                self.workers
             ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
@@ -377,6 +391,8 @@ mod tests {
                 "[upstream]\nmax_concurrent = 0\n",
                 "[upstream]\nretry_budget_percent = 150\n",
                 "[tls]\ncertificate = \"x\"\n",
+                "workers = 1025\n",
+                "workers = -1\n",
             ] {
                 jail.create_file("config.toml", bad)?;
                 assert!(Config::load(Path::new("config.toml")).is_err(), "{bad}");

@@ -54,6 +54,7 @@ pub const RESTART_ONLY: &[(&str, &str)] = &[
     ),
     ("mappings", "the watched mapping directory is chosen at start"),
     ("log_format", "the log output is set up at start"),
+    ("workers", "the runtime's threads start with the process"),
     (
         "tls.cert",
         "HTTPS is set up on the listener at start (the files themselves are re-read when they change)",

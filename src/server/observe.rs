@@ -392,6 +392,13 @@ impl Metrics {
             "# HELP scimgate_scim_requests_in_flight SCIM requests being answered.\n# TYPE scimgate_scim_requests_in_flight gauge\nscimgate_scim_requests_in_flight {}",
             self.in_flight()
         );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let _ = writeln!(
+                out,
+                "# HELP scimgate_runtime_workers Threads serving requests (the workers setting).\n# TYPE scimgate_runtime_workers gauge\nscimgate_runtime_workers {}",
+                runtime.metrics().num_workers()
+            );
+        }
         self.upstream_requests.render(&mut out);
         self.upstream_duration.render(&mut out);
         self.fan_out.render(&mut out);
