@@ -2,35 +2,38 @@
 //! sets the threads serving requests.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn sigterm_exits_cleanly() {
+/// Starts `scimgate demo` with `args` and the `env` variable set, and returns it with the
+/// URL its banner prints after `label`.
+fn start_demo(args: &[&str], env: (&str, &str), label: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_scimgate"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            "shutdown-token",
-        ])
-        .env("SCIMGATE_SHUTDOWN_GRACE_MS", "3000")
+        .arg("demo")
+        .args(args)
+        .env(env.0, env.1)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start scimgate demo");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-    let base = lines
+    let url = lines
         .by_ref()
-        .find_map(|l| {
-            l.split_once("SCIM base URL: ")
-                .map(|(_, u)| u.trim().to_owned())
-        })
-        .expect("the demo prints its base URL");
+        .find_map(|l| l.split_once(label).map(|(_, u)| u.trim().to_owned()))
+        .unwrap_or_else(|| panic!("the demo prints {label:?}"));
     // Keep reading: a closed pipe would make the demo's next print fail.
     std::thread::spawn(move || lines.for_each(drop));
+    (child, url)
+}
+
+#[test]
+fn sigterm_exits_cleanly() {
+    let (mut child, base) = start_demo(
+        &["--listen", "127.0.0.1:0", "--token", "shutdown-token"],
+        ("SCIMGATE_SHUTDOWN_GRACE_MS", "3000"),
+        "SCIM base URL: ",
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,26 +74,11 @@ fn sigterm_exits_cleanly() {
 fn workers_sets_the_serving_threads() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for (workers, expected) in [("1", 1), ("3", 3), ("0", cores)] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scimgate"))
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .env("SCIMGATE_WORKERS", workers)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start scimgate demo");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        let metrics = lines
-            .by_ref()
-            .find_map(|l| l.split_once("metrics: ").map(|(_, u)| u.trim().to_owned()))
-            .expect("the demo prints its metrics URL");
-        std::thread::spawn(move || lines.for_each(drop));
+        let (mut child, metrics) = start_demo(
+            &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+            ("SCIMGATE_WORKERS", workers),
+            "metrics: ",
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -115,12 +115,10 @@ pub struct Response {
 /// The upstream client.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// The connections to the base URL's origin, the only one calls reach.
     pool: Arc<pool::Pool>,
     base: Url,
-    /// The base URL's scheme and authority, every call's origin.
-    scheme: Scheme,
-    authority: Authority,
-    /// Every call's `Host` header: the authority, made once.
+    /// Every call's `Host` header: the origin's authority, made once.
     host: HeaderValue,
     /// The base URL's path without its trailing `/`, prefixed to every call's path.
     prefix: String,
@@ -163,7 +161,7 @@ impl Upstream {
             .ascii_serialization()
             .parse()
             .map_err(|e| anyhow::anyhow!("upstream.url {:?}: {e}", settings.url))?;
-        let (Some(scheme), Some(authority)) = (origin.scheme(), origin.authority()) else {
+        let Some(authority) = origin.authority() else {
             anyhow::bail!("upstream.url {:?} has no origin", settings.url);
         };
         let token = authorization(settings.token.as_deref(), &base)?;
@@ -171,8 +169,6 @@ impl Upstream {
             .map_err(|e| anyhow::anyhow!("upstream.url {:?}: {e}", settings.url))?;
         Ok(Upstream {
             pool: pool(settings, &origin)?,
-            scheme: scheme.clone(),
-            authority: authority.clone(),
             host,
             base,
             prefix,
@@ -193,11 +189,9 @@ impl Upstream {
             pool: if timeouts == self.timeouts {
                 self.pool.clone()
             } else {
-                pool(settings, &self.origin())?
+                pool(settings, self.pool.origin())?
             },
             base: self.base.clone(),
-            scheme: self.scheme.clone(),
-            authority: self.authority.clone(),
             host: self.host.clone(),
             prefix: self.prefix.clone(),
             token: authorization(settings.token.as_deref(), &self.base)?,
@@ -207,26 +201,30 @@ impl Upstream {
         })
     }
 
-    /// The URI a call reaches: the upstream's origin (always: only the path and query
-    /// come from the mapping and the request), the base path, the rendered path template
-    /// (ids escaped as single segments), then the mapping's and the request's query
-    /// parameters, form-encoded.
-    pub fn uri_for(
+    /// The URI a call reaches: the pool's origin (always: only the path and query come
+    /// from the mapping and the request) and [`Upstream::target_for`]. Calls send the
+    /// two apart (the target in the request line, the origin as the connection and
+    /// `Host`); the tests read them whole.
+    #[cfg(test)]
+    fn uri_for(
         &self,
         call: &Call,
         vars: &Vars<'_>,
         query: &[(String, String)],
     ) -> Result<Uri, UpstreamError> {
         let path_and_query = self.target_for(call, vars, query)?;
+        let origin = self.pool.origin();
         Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
+            .scheme(origin.scheme_str().unwrap_or("http"))
+            .authority(origin.authority().map_or("", |a| a.as_str()))
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| UpstreamError::Render(RenderError::UnsafeSegment("path".into())))
     }
 
-    /// The origin-form target of [`Upstream::uri_for`]: what a call's request line carries.
+    /// A call's origin-form target, what its request line carries: the base path, the
+    /// rendered path template (ids escaped as single segments), then the mapping's and the
+    /// request's query parameters, form-encoded.
     fn target_for(
         &self,
         call: &Call,
@@ -248,15 +246,6 @@ impl Upstream {
         }
         PathAndQuery::try_from(target)
             .map_err(|_| UpstreamError::Render(RenderError::UnsafeSegment("path".into())))
-    }
-
-    /// The origin the pool connects to.
-    fn origin(&self) -> Uri {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        Uri::from_parts(parts).unwrap_or_default()
     }
 
     /// Parses `text` (absolute, or relative to the upstream URL) and returns it only when it
@@ -538,13 +527,9 @@ fn classify_send(e: pool::SendError) -> (Attempt, UpstreamError) {
         }
         pool::SendError::Broken(e) => {
             tracing::debug!(error = %e, "upstream connection broke");
-            (
-            Attempt::Reset,
-            UpstreamError::Unreachable(
-                "the connection closed before an answer, so the call may have reached the upstream"
-                    .into(),
-            ),
-        )
+            let why =
+                "the connection closed before an answer, so the call may have reached the upstream";
+            (Attempt::Reset, UpstreamError::Unreachable(why.into()))
         }
     }
 }

@@ -80,6 +80,11 @@ impl Pool {
         }
     }
 
+    /// The origin every connection goes to.
+    pub(super) fn origin(&self) -> &Uri {
+        &self.origin
+    }
+
     /// Sends `request` (origin-form target, `Host` set) on an idle connection, or on a new
     /// one when none is idle or every idle one turns out closed. A request an idle
     /// connection could not take (it closed meanwhile) goes to the next one: it was not
