@@ -5,6 +5,9 @@
 #   (a) straight to the upstream      — the equivalent upstream call for each workload
 #   (b) through an nginx proxy_pass   — keep-alive to the upstream: the "nginx hop" yardstick
 #   (c) through scimgate              — `scimgate serve`, introspection auth, RUST_LOG=warn
+#   (d) for GET /Users/{id} only: the floor — examples/passthrough.rs, the gateway's stack
+#       (tokio, axum::serve, a hyper keep-alive pool) forwarding the upstream call with no
+#       SCIM work; not a target, it shows how much of (b)/(c) the stack itself accounts for
 #
 # Workloads: GET /Users/{id} (median of 3 runs), GET /Users?filter=userName eq "…",
 # GET /Users?count=100, POST /Users, Okta's PATCH deactivate, a group PATCH adding 10 members.
@@ -29,7 +32,9 @@ bench/run.sh [options]
   --check             exit non-zero when a workload costs >10% more instructions than
                       bench/baseline.json records, or an issue-8 target is missed
   --record-baseline   write this run's instructions per request to bench/baseline.json
-  --binary PATH       benchmark this scimgate binary instead of building one
+  --binary PATH       benchmark this scimgate binary instead of building one (the floor,
+                      (d), is then examples/passthrough beside it when it is there)
+  --no-floor          do not measure (d), the pass-through floor
   --out DIR           results directory (default bench/out/<timestamp>)
   --no-install        do not apt-get missing tools; fail instead
 Environment: CARGO_TARGET_DIR is honoured for the release build.
@@ -49,6 +54,7 @@ RECORD=0
 BINARY=""
 OUT=""
 INSTALL=1
+FLOOR=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
@@ -64,6 +70,7 @@ while [ $# -gt 0 ]; do
     --binary) BINARY="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
+    --no-floor) FLOOR=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 64 ;;
   esac
@@ -114,12 +121,18 @@ if [ -z "$BINARY" ]; then
   command -v cargo >/dev/null || { echo "cargo is required to build scimgate (or pass --binary)" >&2; exit 69; }
   log "building scimgate (release${CARGO_TARGET_DIR:+, CARGO_TARGET_DIR=$CARGO_TARGET_DIR})"
   (cd "$ROOT" && cargo build --release --locked --bin scimgate)
+  [ "$FLOOR" = 0 ] || (cd "$ROOT" && cargo build --release --locked --example passthrough)
   target_dir="${CARGO_TARGET_DIR:-target}"
   [[ "$target_dir" = /* ]] || target_dir="$ROOT/$target_dir"  # cargo ran in $ROOT
   BINARY="$target_dir/release/scimgate"
 fi
 [ -x "$BINARY" ] || { echo "no binary at $BINARY" >&2; exit 66; }
 BINARY="$(cd "$(dirname "$BINARY")" && pwd)/$(basename "$BINARY")"
+FLOOR_BINARY="$(dirname "$BINARY")/examples/passthrough"
+if [ "$FLOOR" = 1 ] && [ ! -x "$FLOOR_BINARY" ]; then
+  echo "no pass-through floor at $FLOOR_BINARY (cargo build --release --example passthrough); (d) skipped" >&2
+  FLOOR=0
+fi
 
 # --- scratch space, results, cleanup -------------------------------------------------------
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -156,7 +169,7 @@ stop_pidfile() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  for f in "$WORK"/gateway.pid "$WORK"/callgrind.pid "$WORK"/cgproxy.pid "$WORK"/proxy.pid "$WORK"/upstream.pid; do
+  for f in "$WORK"/gateway.pid "$WORK"/floor.pid "$WORK"/callgrind.pid "$WORK"/cgproxy.pid "$WORK"/proxy.pid "$WORK"/upstream.pid; do
     stop_pidfile "$f"
   done
   # Keep the logs with the results, then drop the scratch space.
@@ -169,7 +182,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r PORT_UP PORT_PROXY PORT_GW PORT_ADMIN PORT_CGPROXY < <("${TOOL[@]}" free-ports 5)
+read -r PORT_UP PORT_PROXY PORT_GW PORT_ADMIN PORT_CGPROXY PORT_FLOOR < <("${TOOL[@]}" free-ports 6)
 
 "${TOOL[@]}" canned --dir "$WORK"
 BODIES="$WORK/bodies"
@@ -186,6 +199,11 @@ start_proxy() {
   "$NGINX" -p "$WORK" -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" -g "daemon off;" &
   echo $! >"$WORK/proxy.pid"
   wait_port "$PORT_PROXY"
+}
+start_floor() {
+  "$FLOOR_BINARY" "127.0.0.1:$PORT_FLOOR" "127.0.0.1:$PORT_UP" >"$WORK/floor.log" 2>&1 &
+  echo $! >"$WORK/floor.pid"
+  wait_port "$PORT_FLOOR"
 }
 wait_port() {
   local i
@@ -253,12 +271,15 @@ command -v wrk >/dev/null && WRK_VERSION="$(wrk -v 2>&1 | head -1 | cut -d' ' -f
 log "checking the canned upstream through scimgate (upstream access log on)"
 start_upstream --log
 start_proxy
+[ "$FLOOR" = 1 ] && start_floor
 launch_gateway "$WORK/gateway.pid" 30 >/dev/null
 for line in "${WORKLOADS[@]}"; do
   read -r name repeats smethod spath status umethod upath sbody ubody <<<"$line"
   "${TOOL[@]}" verify --port "$PORT_GW" --access-log "$WORK/upstream-access.log" "$name"
-  # The equivalent upstream call must succeed both straight and through the proxy.
-  for port in "$PORT_UP" "$PORT_PROXY"; do
+  # The equivalent upstream call must succeed straight, through the proxy and the floor.
+  ports=("$PORT_UP" "$PORT_PROXY")
+  [ "$FLOOR" = 1 ] && [ "$name" = get_user ] && ports+=("$PORT_FLOOR")
+  for port in "${ports[@]}"; do
     ustatus=200
     [ "$umethod" = POST ] && [[ "$upath" != */deactivate ]] && ustatus=201
     body=()
@@ -268,11 +289,13 @@ for line in "${WORKLOADS[@]}"; do
   done
 done
 stop_pidfile "$WORK/gateway.pid"
+stop_pidfile "$WORK/floor.pid"
 stop_pidfile "$WORK/proxy.pid"
 stop_pidfile "$WORK/upstream.pid"
 
 start_upstream ""
 start_proxy
+[ "$FLOOR" = 1 ] && [ "$SKIP_LOAD" = 0 ] && start_floor
 
 # --- 2. load: wrk against (a), (b), (c) -------------------------------------------------------
 rss() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -309,11 +332,15 @@ if [ "$SKIP_LOAD" = 0 ]; then
     read -r name repeats smethod spath status umethod upath sbody ubody <<<"$line"
     [ "$HWM_RESET" = 1 ] && echo 5 >"/proc/$GW_PID/clear_refs"
     for rep in $(seq "$repeats"); do
-      for mode in a b c; do
+      modes="a b c"
+      [ "$FLOOR" = 1 ] && [ "$name" = get_user ] && modes="a b c d"
+      for mode in $modes; do
         case "$mode" in
           a) url="http://127.0.0.1:$PORT_UP$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
              body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
           b) url="http://127.0.0.1:$PORT_PROXY$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
+             body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
+          d) url="http://127.0.0.1:$PORT_FLOOR$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
              body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
           c) url="http://127.0.0.1:$PORT_GW$spath"; method="$smethod"; auth="Bearer scim-bench-key"; ctype=application/scim+json
              body=""; [ "$sbody" = 1 ] && body="$BODIES/$name.scim.json" ;;

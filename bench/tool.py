@@ -684,6 +684,16 @@ def cmd_report(args):
                 ratio_text = f"**{ratio:.2f}×**" if ratio >= 0.1 else f"**{ratio:.3f}×**"
             ratios[name] = ratio
         w(f"| {wl['title']} | " + " | ".join(cells) + f" | {ratio_text} |")
+    b, c, d = (median_run("get_user", m) for m in "bcd")
+    if d:
+        # Not a target: what the gateway's stack costs before any SCIM work.
+        w("")
+        w(f"(d) the floor, `examples/passthrough.rs` (the gateway's runtime, `axum::serve` and a "
+          f"hyper keep-alive pool forwarding the upstream call, no SCIM work), `GET /Users/{{id}}`'s "
+          f"upstream call, median of {len(runs[('get_user', 'd')])}: {fmt_rps(d['rps'])} req/s, "
+          f"p50 {fmt_ms(d['p50_us'])}, p99 {fmt_ms(d['p99_us'])}"
+          + (f"; **{d['rps'] / b['rps']:.2f}×** the nginx hop" if b else "")
+          + (f"; scimgate is **{c['rps'] / d['rps']:.2f}×** the floor" if c else "") + ".")
 
     if peak or instr:
         w("")
