@@ -28,7 +28,7 @@ use std::time::Duration;
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use moka::future::Cache;
@@ -54,8 +54,8 @@ pub fn time_left() -> Option<Duration> {
         .ok()
 }
 
-/// The layer in front of the SCIM API: sizes first (before any work), then the request
-/// runs under its deadline.
+/// The layer in front of the SCIM API: URL and header sizes first (before any work), the
+/// body's limit for the extractors that read it, then the request runs under its deadline.
 #[derive(Clone)]
 pub struct Inbound<S> {
     gateway: Arc<Gateway>,
@@ -86,6 +86,9 @@ where
         if let Err(refused) = check_sizes(limits, &request) {
             return Box::pin(std::future::ready(Ok(refused.into_response())));
         }
+        // The body's limit, which axum's body extractors apply as they read it.
+        let mut request = request;
+        DefaultBodyLimit::max(limits.body_bytes).apply(&mut request);
         let budget = Duration::from_millis(limits.request_timeout_ms);
         let deadline = Instant::now() + budget;
         // Routing happens here; the handler's own work only when the future is polled,

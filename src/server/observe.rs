@@ -629,7 +629,7 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let path = request.uri().path();
-        if path == "/healthz" || path == "/readyz" {
+        if super::is_probe(path) {
             return Box::pin(self.inner.call(request));
         }
         let request_id = request
