@@ -283,35 +283,37 @@ impl Upstream {
     ) -> Result<RawResponse, UpstreamError> {
         let uri = Uri::from(self.target_for(call, vars, query)?);
         let body = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
-        let mut fixed = HeaderMap::with_capacity(5 + headers.len());
-        fixed.insert(http::header::HOST, self.host.clone());
-        fixed.insert(
-            http::header::ACCEPT,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(token) = &self.token {
-            fixed.insert(http::header::AUTHORIZATION, token.clone());
-        }
-        for (name, value) in headers {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                fixed.append((*name).clone(), v);
-            }
-        }
-        if let Some(id) = crate::server::observe::request_id() {
-            fixed.insert(crate::server::observe::REQUEST_ID, id);
-        }
-        if body.is_some() {
-            fixed.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        // A retry sends the same request again (an `http::Request` is not `Clone`).
+        // A retry sends the same request again, built anew (an `http::Request` is not
+        // `Clone`): most calls are sent once, and building the headers costs less than
+        // keeping a copy of them for a retry that rarely comes.
         let build = || {
             let mut request = http::Request::new(Full::new(body.clone().unwrap_or_default()));
             *request.method_mut() = call.method.clone();
             *request.uri_mut() = uri.clone();
-            *request.headers_mut() = fixed.clone();
+            let fixed = request.headers_mut();
+            fixed.reserve(5 + headers.len());
+            fixed.insert(http::header::HOST, self.host.clone());
+            fixed.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Some(token) = &self.token {
+                fixed.insert(http::header::AUTHORIZATION, token.clone());
+            }
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    fixed.append((*name).clone(), v);
+                }
+            }
+            if let Some(id) = crate::server::observe::request_id() {
+                fixed.insert(crate::server::observe::REQUEST_ID, id);
+            }
+            if body.is_some() {
+                fixed.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
             request
         };
         let retry = Retry::of(&call.method);
