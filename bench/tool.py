@@ -741,7 +741,7 @@ def cmd_report(args):
     b, c = median_run("get_user", "b"), median_run("get_user", "c")
     extra = (c["p99_us"] - b["p99_us"]) / 1000 if b and c else None
     target(f"GET /Users/{{id}}: p99 ≤ nginx hop p99 + {t['get_user_p99_extra_ms']:.0f} ms",
-           f"{fmt_ms(c['p99_us'])} vs {fmt_ms(b['p99_us'])} (+{extra:.2f} ms)" if extra is not None else None,
+           f"{fmt_ms(c['p99_us'])} vs {fmt_ms(b['p99_us'])} ({extra:+.2f} ms)" if extra is not None else None,
            extra is not None and extra <= t["get_user_p99_extra_ms"], "load")
     r = ratios.get("list100")
     target(f"GET /Users of 100: ≥ {t['list100_ratio']}× nginx hop req/s",
