@@ -103,16 +103,23 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(common) => check(&common),
         Command::HashToken(_) => hash_token(),
-        Command::Serve(common) => run(configured_workers(&common), serve(common)),
+        // The configuration is read once, before the runtime: `workers` sizes it.
+        Command::Serve(common) => match load_config(&common) {
+            Ok(config) => run(config.workers, serve(common, config)),
+            Err(e) => failed(&e),
+        },
         Command::Demo {
             common,
             listen,
             token,
             admin_listen,
-        } => run(
-            configured_workers(&common),
-            demo(common, listen, token, admin_listen),
-        ),
+        } => match demo_config(&common) {
+            Ok(config) => run(
+                config.workers,
+                demo(common, config, listen, token, admin_listen),
+            ),
+            Err(e) => failed(&e),
+        },
         Command::Health {
             common,
             url,
@@ -361,10 +368,10 @@ async fn spawn_admin(
     Ok(Some(bound))
 }
 
-/// `workers` from the configuration, read before the runtime starts (0, tokio's one per
-/// core, when the configuration does not load: the command reports that itself).
-fn configured_workers(common: &Common) -> usize {
-    load_config(common).map_or(0, |c| c.workers)
+/// Reports a command's failure the way [`run`] does.
+fn failed(e: &anyhow::Error) -> ExitCode {
+    eprintln!("scimgate: {e:#}");
+    ExitCode::FAILURE
 }
 
 /// Runs `future` on a multi-threaded runtime with `workers` threads (0: one per core).
@@ -390,10 +397,7 @@ fn run(workers: usize, future: impl std::future::Future<Output = anyhow::Result<
     };
     match runtime.block_on(future) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("scimgate: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(&e),
     }
 }
 
@@ -483,8 +487,7 @@ fn hash_token() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(common: Common) -> anyhow::Result<()> {
-    let config = load_config(&common)?;
+async fn serve(common: Common, config: Config) -> anyhow::Result<()> {
     init_logging(&config);
     let mapping =
         load_dir(&config.mappings).map_err(|e| anyhow::anyhow!("mapping errors:\n{e}"))?;
@@ -540,17 +543,22 @@ pub fn embedded_blacksmith_mapping() -> Result<Mapping, crate::mapping::CompileE
     load_sources(&sources)
 }
 
+/// `demo`'s configuration: the file when there is one, the defaults otherwise.
+fn demo_config(common: &Common) -> anyhow::Result<Config> {
+    if common.config.exists() {
+        load_config(common)
+    } else {
+        Ok(Config::default())
+    }
+}
+
 async fn demo(
     common: Common,
+    mut config: Config,
     listen: SocketAddr,
     token: Option<String>,
     admin_listen: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut config = if common.config.exists() {
-        load_config(&common)?
-    } else {
-        Config::default()
-    };
     init_logging(&config);
     let mapping = match &common.mappings {
         Some(dir) => load_dir(dir),
