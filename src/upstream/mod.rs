@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::Value;
@@ -421,22 +422,26 @@ impl Upstream {
 
 /// The connection pool for `settings`: HTTP, or HTTPS verified against the Mozilla roots
 /// (webpki-roots) with rustls on *ring*. The whole-call timeout is applied per call.
-fn pool(settings: &UpstreamSettings, origin: &Uri) -> anyhow::Result<Arc<pool::Pool>> {
+/// Plain TCP (no Nagle) or TLS with the web's roots, as the URL's scheme says.
+fn connector(connect_timeout: Duration) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(settings.connect_timeout));
+    http.set_connect_timeout(Some(connect_timeout));
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(provider)
         .map_err(|e| anyhow::anyhow!("cannot set up TLS for the upstream: {e}"))?
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(http))
+}
+
+fn pool(settings: &UpstreamSettings, origin: &Uri) -> anyhow::Result<Arc<pool::Pool>> {
     // Connections in use never exceed the calls in flight; idle ones are kept up to the
     // same number.
     Ok(Arc::new(pool::Pool::new(
-        https,
+        connector(settings.connect_timeout)?,
         origin.clone(),
         settings.policy.max_concurrent,
         IDLE_TIMEOUT,

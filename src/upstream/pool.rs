@@ -117,16 +117,28 @@ impl Pool {
         }
     }
 
-    /// Puts a connection whose answer has been read in full back on the stack.
+    /// Puts a connection whose answer has been read in full back on the stack, and closes
+    /// those at the bottom that have been idle past the timeout: after a burst, steady
+    /// lighter traffic only ever takes from the top, and the burst's extra connections
+    /// would otherwise stay open until the upstream closed them.
     pub(super) fn put(&self, conn: Conn) {
         if conn.sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Oldest first, so the expired ones are a prefix.
+        let expired = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) > self.idle_timeout)
+            .count();
+        if expired > 0 {
+            idle.drain(..expired);
+        }
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender: conn.sender,
-                since: Instant::now(),
+                since: now,
             });
         }
     }
@@ -162,5 +174,63 @@ impl Pool {
             }
         });
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn call(pool: &Pool, host: &str) -> Conn {
+        let request = http::Request::builder()
+            .uri("/")
+            .header(http::header::HOST, host)
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        let (conn, response) = pool.send(request).await.expect("an answer");
+        response.into_body().collect().await.expect("a body");
+        conn
+    }
+
+    fn idle_count(pool: &Pool) -> usize {
+        pool.idle.lock().map(|idle| idle.len()).unwrap_or_default()
+    }
+
+    /// A connection left at the bottom of the stack past the idle timeout is closed when
+    /// another goes back, even though calls keep finding a fresh one on top.
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_when_another_goes_back() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let host = listener.local_addr().expect("an address").to_string();
+        let app = axum::Router::new().route("/", get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let connector = super::super::connector(Duration::from_secs(1)).expect("a connector");
+        let origin: Uri = format!("http://{host}").parse().expect("a URI");
+        let pool = Pool::new(connector, origin, 8, Duration::from_millis(300));
+
+        // Two calls at once: two connections, both idle afterwards.
+        let (a, b) = tokio::join!(call(&pool, &host), call(&pool, &host));
+        pool.put(a);
+        pool.put(b);
+        assert_eq!(idle_count(&pool), 2);
+
+        // The top one keeps being used; the bottom one ages past the timeout.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let conn = call(&pool, &host).await;
+            pool.put(conn);
+        }
+        assert_eq!(
+            idle_count(&pool),
+            1,
+            "the connection idle for 450 ms is closed"
+        );
     }
 }
