@@ -4,8 +4,9 @@
 //! Every request is forwarded as it came (method, path and query, `Authorization`), and the
 //! upstream's status, `Content-Type` and body are sent back.
 //!
-//! It is not part of the gateway; `bench/run.sh --floor` measures it beside the nginx hop, so
-//! the GET ratio can be read against what the stack itself costs (BENCHMARKS.md).
+//! It is not part of the gateway; `bench/run.sh` measures it beside the nginx hop (unless
+//! `--no-floor`), so the GET ratio can be read against what the stack itself costs
+//! (BENCHMARKS.md).
 //!
 //! ```text
 //! cargo run --release --example passthrough -- 127.0.0.1:8090 127.0.0.1:8081

@@ -689,15 +689,14 @@ async fn connections_are_reused_until_the_upstream_closes_them() {
     let (_demo, demo_url) = start_demo().await;
     let proxy = FaultProxy::start(&demo_url).await;
     let gate = Gate::start(static_config(&proxy.url()), STATIC_TOKEN).await;
-    for round in 0..5 {
+    let create = async |email: String| {
         let answer = gate
-            .send(
-                Method::POST,
-                "/Users",
-                Some(&user_body(&format!("kept-{round}@example.com"))),
-            )
+            .send(Method::POST, "/Users", Some(&user_body(&email)))
             .await;
-        assert_eq!(answer.status, 201, "round {round}: {}", answer.body);
+        assert_eq!(answer.status, 201, "{email}: {}", answer.body);
+    };
+    for round in 0..5 {
+        create(format!("kept-{round}@example.com")).await;
     }
     assert_eq!(proxy.connections(), 1, "5 calls one after another");
 
@@ -709,14 +708,7 @@ async fn connections_are_reused_until_the_upstream_closes_them() {
             Fault::PassThenClose,
             Some(1),
         );
-        let answer = gate
-            .send(
-                Method::POST,
-                "/Users",
-                Some(&user_body(&format!("idle-{round}@example.com"))),
-            )
-            .await;
-        assert_eq!(answer.status, 201, "round {round}: {}", answer.body);
+        create(format!("idle-{round}@example.com")).await;
         // The proxy closes the connection 20 ms after answering.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }

@@ -27,6 +27,15 @@ fn start_demo(args: &[&str], env: (&str, &str), label: &str) -> (Child, String) 
     (child, url)
 }
 
+/// Runs one async step of a test (the tests themselves are sync: they own a process).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
 #[test]
 fn sigterm_exits_cleanly() {
     let (mut child, base) = start_demo(
@@ -34,11 +43,7 @@ fn sigterm_exits_cleanly() {
         ("SCIMGATE_SHUTDOWN_GRACE_MS", "3000"),
         "SCIM base URL: ",
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let status = runtime.block_on(async {
+    let status = block_on(async {
         reqwest::Client::new()
             .get(format!("{base}/Users?count=1"))
             .bearer_auth("shutdown-token")
@@ -79,11 +84,7 @@ fn workers_sets_the_serving_threads() {
             ("SCIMGATE_WORKERS", workers),
             "metrics: ",
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let text = runtime.block_on(async {
+        let text = block_on(async {
             reqwest::get(&metrics)
                 .await
                 .expect("metrics answer")

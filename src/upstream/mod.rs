@@ -420,9 +420,8 @@ impl Upstream {
     }
 }
 
-/// The connection pool for `settings`: HTTP, or HTTPS verified against the Mozilla roots
-/// (webpki-roots) with rustls on *ring*. The whole-call timeout is applied per call.
-/// Plain TCP (no Nagle) or TLS with the web's roots, as the URL's scheme says.
+/// How connections are made, as the URL's scheme says: plain TCP without Nagle, or HTTPS
+/// verified against the Mozilla roots (webpki-roots) with rustls on *ring*.
 fn connector(connect_timeout: Duration) -> anyhow::Result<HttpsConnector<HttpConnector>> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -437,6 +436,7 @@ fn connector(connect_timeout: Duration) -> anyhow::Result<HttpsConnector<HttpCon
         .wrap_connector(http))
 }
 
+/// The connection pool for `settings`. The whole-call timeout is applied per call.
 fn pool(settings: &UpstreamSettings, origin: &Uri) -> anyhow::Result<Arc<pool::Pool>> {
     // Connections in use never exceed the calls in flight; idle ones are kept up to the
     // same number.
