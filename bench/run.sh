@@ -22,6 +22,8 @@ usage() {
   cat <<'EOF'
 bench/run.sh [options]
   --duration S        seconds per measured wrk run (default 10)
+  --slices N          measure each run in N slices of duration/N seconds, the targets'
+                      slices interleaved (default 5; 1 runs the targets one after another)
   --warmup S          seconds of wrk before each workload's first run, per target (default 2)
   --connections N     wrk connections (default 32)
   --threads N         wrk threads (default 2)
@@ -42,6 +44,7 @@ EOF
 }
 
 DURATION=10
+SLICES=5
 WARMUP=2
 CONNECTIONS=32
 THREADS=2
@@ -58,6 +61,7 @@ FLOOR=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
+    --slices) SLICES="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --connections) CONNECTIONS="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
@@ -75,9 +79,13 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option: $1" >&2; usage >&2; exit 64 ;;
   esac
 done
-for n in "$DURATION" "$WARMUP" "$CONNECTIONS" "$THREADS" "$CG_REQUESTS"; do
+for n in "$DURATION" "$SLICES" "$WARMUP" "$CONNECTIONS" "$THREADS" "$CG_REQUESTS"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "not a whole number: $n" >&2; exit 64; }
 done
+if [ "$SLICES" -lt 1 ] || [ $((DURATION % SLICES)) != 0 ]; then
+  echo "--slices must divide --duration into whole seconds" >&2; exit 64
+fi
+SLICE_S=$((DURATION / SLICES))
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH="$ROOT/bench"
@@ -264,7 +272,7 @@ command -v wrk >/dev/null && WRK_VERSION="$(wrk -v 2>&1 | head -1 | cut -d' ' -f
   cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)" \
   kernel="$(uname -r)" load_before="$(cut -d' ' -f1-3 /proc/loadavg)" \
   nginx="$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')" wrk="$WRK_VERSION" \
-  duration="$DURATION" connections="$CONNECTIONS" threads="$THREADS" \
+  duration="$DURATION" slices="$SLICES" connections="$CONNECTIONS" threads="$THREADS" \
   callgrind_requests="$CG_REQUESTS" >>"$RESULTS"
 
 # --- 1. check every canned call through the gateway, before measuring anything --------------
@@ -327,29 +335,45 @@ if [ "$SKIP_LOAD" = 0 ]; then
 
   HWM_RESET=0
   echo 5 >"/proc/$GW_PID/clear_refs" 2>/dev/null && HWM_RESET=1
-  log "wrk: -t$THREADS -c$CONNECTIONS, ${DURATION} s per run (warm-up ${WARMUP} s), results in $OUT/wrk.log"
+  log "wrk: -t$THREADS -c$CONNECTIONS, ${DURATION} s per run in $SLICES slices (warm-up ${WARMUP} s), results in $OUT/wrk.log"
+  # Each run is measured in slices, the targets' slices interleaved and their order rotated
+  # from slice to slice: this host's speed drifts by tens of percent over a minute, and a
+  # ratio of two 10 s runs taken one after the other measured that drift as much as the
+  # gateway (BENCHMARKS.md, "Measuring on a drifting host").
+  target() {  # mode: sets url method body auth ctype for the workload read last
+    case "$1" in
+      a) url="http://127.0.0.1:$PORT_UP$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
+         body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
+      b) url="http://127.0.0.1:$PORT_PROXY$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
+         body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
+      d) url="http://127.0.0.1:$PORT_FLOOR$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
+         body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
+      c) url="http://127.0.0.1:$PORT_GW$spath"; method="$smethod"; auth="Bearer scim-bench-key"; ctype=application/scim+json
+         body=""; [ "$sbody" = 1 ] && body="$BODIES/$name.scim.json" ;;
+    esac
+    return 0
+  }
   for line in "${WORKLOADS[@]}"; do
     read -r name repeats smethod spath status umethod upath sbody ubody <<<"$line"
     [ "$HWM_RESET" = 1 ] && echo 5 >"/proc/$GW_PID/clear_refs"
+    modes=(a b c)
+    [ "$FLOOR" = 1 ] && [ "$name" = get_user ] && modes=(a b c d)
+    if [ "$WARMUP" -gt 0 ]; then
+      for mode in "${modes[@]}"; do
+        target "$mode"
+        run_wrk "warmup:$name:$mode:0" "$WARMUP" "$url" "$method" "$body" "$auth" "$ctype" "$WORK/warmup.jsonl"
+      done
+    fi
     for rep in $(seq "$repeats"); do
-      modes="a b c"
-      [ "$FLOOR" = 1 ] && [ "$name" = get_user ] && modes="a b c d"
-      for mode in $modes; do
-        case "$mode" in
-          a) url="http://127.0.0.1:$PORT_UP$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
-             body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
-          b) url="http://127.0.0.1:$PORT_PROXY$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
-             body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
-          d) url="http://127.0.0.1:$PORT_FLOOR$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
-             body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
-          c) url="http://127.0.0.1:$PORT_GW$spath"; method="$smethod"; auth="Bearer scim-bench-key"; ctype=application/scim+json
-             body=""; [ "$sbody" = 1 ] && body="$BODIES/$name.scim.json" ;;
-        esac
-        if [ "$rep" = 1 ] && [ "$WARMUP" -gt 0 ]; then
-          run_wrk "warmup:$name:$mode:0" "$WARMUP" "$url" "$method" "$body" "$auth" "$ctype" "$WORK/warmup.jsonl"
-        fi
-        run_wrk "load:$name:$mode:$rep" "$DURATION" "$url" "$method" "$body" "$auth" "$ctype" "$RESULTS"
-        "${TOOL[@]}" last "$RESULTS"
+      for slice in $(seq "$SLICES"); do
+        for k in "${!modes[@]}"; do
+          mode="${modes[$(( (k + slice + rep) % ${#modes[@]} ))]}"
+          target "$mode"
+          run_wrk "load:$name:$mode:$rep" "$SLICE_S" "$url" "$method" "$body" "$auth" "$ctype" "$RESULTS"
+        done
+      done
+      for mode in "${modes[@]}"; do
+        "${TOOL[@]}" last "$RESULTS" --label "load:$name:$mode:$rep"
       done
     done
     printf '{"kind":"peak_rss","workload":"%s","kb":%s,"reset":%s}\n' "$name" "$(rss "$GW_PID" VmHWM)" "$HWM_RESET" >>"$RESULTS"

@@ -471,16 +471,90 @@ def cmd_record(args):
     print(json.dumps(out))
 
 
+ERROR_KEYS = ("err_status", "err_connect", "err_read", "err_write", "err_timeout")
+
+
+def mixture_quantile(slices, p):
+    """The `p`th percentile (µs) of all the slices' requests together: each slice's latency
+    distribution is known at a grid of quantiles (wrk.lua) and taken as linear between them;
+    the slices are mixed in proportion to their requests. Beyond a slice's grid its
+    distribution is taken as flat, which matters only when slices differ wildly."""
+    total = sum(sl["requests"] for sl in slices) or 1
+
+    def cdf(grid, x):
+        if x < grid[0][1]:
+            return grid[0][0]
+        for (q0, x0), (q1, x1) in zip(grid, grid[1:]):
+            if x0 <= x < x1:
+                return q0 + (q1 - q0) * (x - x0) / (x1 - x0)
+        return grid[-1][0]
+
+    def mixed(x):
+        return sum(sl["requests"] * cdf(sl["quantiles"], x) for sl in slices) / total
+
+    xs = sorted({x for sl in slices for _, x in sl["quantiles"]})
+    below = xs[0]
+    for x in xs:
+        at = mixed(x)
+        if at >= p:
+            before = mixed(below)
+            if x == below or at == before:
+                return x
+            return round(below + (x - below) * (p - before) / (at - before))
+        below = x
+    return xs[-1]
+
+
+def merge_slices(slices):
+    """A run measured in slices (each its own wrk process, interleaved with the other
+    targets' slices: bench/run.sh) as one result: requests, seconds and errors added, the
+    mean weighted by requests, the percentiles those of all its requests."""
+    if len(slices) == 1:
+        return slices[0]
+    requests = sum(sl["requests"] for sl in slices)
+    seconds = sum(sl["seconds"] for sl in slices)
+    merged = dict(slices[0])
+    merged.update(
+        requests=requests, seconds=round(seconds, 3), rps=requests / (seconds or 1),
+        mean_us=sum(sl["mean_us"] * sl["requests"] for sl in slices) / (requests or 1),
+        max_us=max(sl["max_us"] for sl in slices), slices=len(slices),
+        **{k: sum(sl[k] for sl in slices) for k in ERROR_KEYS},
+        **{f"p{p}_us": mixture_quantile(slices, p) for p in (50, 75, 90, 99)})
+    del merged["quantiles"]
+    return merged
+
+
+def load_runs(rows):
+    """The load runs, `(workload, target) -> [run, ...]` in the order measured, each run
+    merged from its slices."""
+    by_label = {}
+    for r in rows:
+        if "label" in r and r["label"].startswith("load:"):
+            by_label.setdefault(r["label"], []).append(r)
+    runs = {}
+    for label, slices in by_label.items():
+        _, name, mode, _rep = label.split(":")
+        runs.setdefault((name, mode), []).append(merge_slices(slices))
+    return runs
+
+
 def cmd_last(args):
-    """Prints the last result line of the results file for the console."""
+    """Prints the last result line of the results file for the console, or with `--label`
+    that run merged from its slices so far."""
     with open(args.results) as f:
         lines = [l for l in f if l.strip()]
-    r = json.loads(lines[-1])
+    if args.label:
+        slices = [r for r in map(json.loads, lines) if r.get("label") == args.label]
+        if not slices:
+            return
+        r = merge_slices(slices)
+    else:
+        r = json.loads(lines[-1])
     if r.get("kind") in ("instr", "instr_nginx"):
         print(f"   {r['workload']:<12} {r['per_request']:>12,.0f} instructions/request "
               f"(raw {r['raw_per_request']:,.0f}; {r['window_s']} s window)")
     else:
-        errors = sum(r[k] for k in ("err_status", "err_connect", "err_read", "err_write", "err_timeout"))
+        errors = sum(r[k] for k in ERROR_KEYS)
         print(f"   {r['label']:<24} {r['rps']:>10,.0f} req/s  p50 {r['p50_us'] / 1000:6.2f} ms  "
               f"p99 {r['p99_us'] / 1000:6.2f} ms" + (f"  ERRORS {errors}" if errors else ""))
 
@@ -618,11 +692,7 @@ def fmt_rps(x):
 
 def cmd_report(args):
     rows = load_results(args.results)
-    runs = {}
-    for r in rows:
-        if "label" in r and r["label"].startswith("load:"):
-            _, name, mode, _rep = r["label"].split(":")
-            runs.setdefault((name, mode), []).append(r)
+    runs = load_runs(rows)
     misc = {r["kind"]: r for r in rows if r.get("kind") in ("ready", "reload", "idle_rss", "idle_rss_after", "meta", "load_after")}
     peak = {r["workload"]: r["kb"] for r in rows if r.get("kind") == "peak_rss"}
     instr = {r["workload"]: r for r in rows if r.get("kind") == "instr"}
@@ -637,10 +707,12 @@ def cmd_report(args):
         baseline.update({n: round(i["per_request"]) for n, i in instr.items()})
 
     def median_run(name, mode):
+        """The runs of one workload and target summed up: requests/s, p50 and p99 each the
+        median of the runs' (not the percentiles of whichever run had the median rate)."""
         rs = runs.get((name, mode))
         if not rs:
             return None
-        return sorted(rs, key=lambda r: r["rps"])[(len(rs) - 1) // 2]
+        return {key: statistics.median(r[key] for r in rs) for key in ("rps", "p50_us", "p99_us")}
 
     failures = []
     errors = [r for rs in runs.values() for r in rs
@@ -659,7 +731,8 @@ def cmd_report(args):
           f"{misc.get('load_after', {}).get('load', '?')} after.\n")
     if runs:
         w(f"wrk {meta.get('threads', '?')} threads, {meta.get('connections', '?')} connections, "
-          f"{meta.get('duration', '?')} s per run; `GET /Users/{{id}}`: median of "
+          f"{meta.get('duration', '?')} s per run, measured in {meta.get('slices', 1)} slices "
+          f"interleaved with the other targets'; `GET /Users/{{id}}`: median of "
           f"{BY_NAME['get_user']['repeats']} runs per column.\n")
         w("| workload | (a) upstream req/s | p50 | p99 | (b) nginx hop req/s | p50 | p99 | (c) scimgate req/s | p50 | p99 | scimgate / nginx hop |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -846,7 +919,8 @@ def main():
     s = sub.add_parser("verify"); s.add_argument("--port", type=int, required=True)
     s.add_argument("--access-log", required=True); s.add_argument("workload"); s.set_defaults(fn=cmd_verify)
     s = sub.add_parser("record"); s.add_argument("pairs", nargs="*"); s.set_defaults(fn=cmd_record)
-    s = sub.add_parser("last"); s.add_argument("results"); s.set_defaults(fn=cmd_last)
+    s = sub.add_parser("last"); s.add_argument("results"); s.add_argument("--label")
+    s.set_defaults(fn=cmd_last)
     s = sub.add_parser("idle-rate"); s.add_argument("--file", required=True)
     s.add_argument("--t0", type=float, required=True); s.add_argument("--t1", type=float, required=True)
     s.set_defaults(fn=cmd_idle_rate)
