@@ -153,8 +153,11 @@ impl<S: Series> Family<S> {
         }
     }
 
-    /// The series for `values` (one per label name), created on first use.
-    fn with(&self, values: &[&str]) -> Arc<S> {
+    /// Runs `update` on the series for `values` (one per label name), created on first
+    /// use. The series is used under the read lock rather than cloned out of it: a clone
+    /// and drop of its `Arc` would be two more writes to a cache line every worker thread
+    /// shares.
+    fn with(&self, values: &[&str], update: impl FnOnce(&S)) {
         debug_assert_eq!(values.len(), self.labels.len());
         if let Some(s) = self
             .series
@@ -162,7 +165,8 @@ impl<S: Series> Family<S> {
             .unwrap_or_else(|e| e.into_inner())
             .get(&LabelValues(values))
         {
-            return s.clone();
+            update(s);
+            return;
         }
         let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
         let mut map = self.series.write().unwrap_or_else(|e| e.into_inner());
@@ -171,9 +175,10 @@ impl<S: Series> Family<S> {
         } else {
             key
         };
-        map.entry(key)
-            .or_insert_with(|| Arc::new(S::new(self.buckets)))
-            .clone()
+        update(
+            map.entry(key)
+                .or_insert_with(|| Arc::new(S::new(self.buckets))),
+        );
     }
 
     /// Label sets and their series, sorted for a stable rendering.
@@ -192,7 +197,9 @@ impl<S: Series> Family<S> {
 
 impl Family<Counter> {
     fn inc(&self, values: &[&str]) {
-        self.with(values).0.fetch_add(1, Ordering::Relaxed);
+        self.with(values, |c| {
+            c.0.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     fn render(&self, out: &mut String) {
@@ -211,7 +218,7 @@ impl Family<Counter> {
 
 impl Family<Histogram> {
     fn observe(&self, values: &[&str], value: f64) {
-        self.with(values).observe(value);
+        self.with(values, |h| h.observe(value));
     }
 
     fn render(&self, out: &mut String) {
@@ -415,18 +422,18 @@ impl Metrics {
 }
 
 /// Keeps a request counted in flight until dropped (also when the client goes away).
-struct InFlight(Arc<Metrics>);
+struct InFlight(Arc<Scope>);
 
 impl InFlight {
-    fn new(metrics: Arc<Metrics>) -> InFlight {
-        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(metrics)
+    fn new(scope: Arc<Scope>) -> InFlight {
+        scope.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(scope)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -567,27 +574,32 @@ fn classify(gateway: &Gateway, method: &Method, path: &str) -> (String, &'static
     if !base.is_empty() && !rest.is_empty() && !rest.starts_with('/') {
         return (UNKNOWN.0.into(), UNKNOWN.1);
     }
-    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    // At most two segments (`/Users`, `/Users/{id}`); anything deeper is unknown.
+    let mut segments = rest.trim_start_matches('/').split('/');
+    let first = segments.next().unwrap_or_default();
+    let second = segments.next();
+    if segments.next().is_some() {
+        return (UNKNOWN.0.into(), UNKNOWN.1);
+    }
     let read = |single: bool| match (method, single) {
         (&Method::GET, false) => "list",
         (&Method::GET, true) => "get",
         _ => "other",
     };
-    match segments.as_slice() {
-        ["ServiceProviderConfig"] => ("ServiceProviderConfig".into(), read(true)),
-        [d @ ("ResourceTypes" | "Schemas")] => ((*d).into(), read(false)),
-        [d @ ("ResourceTypes" | "Schemas"), _] => ((*d).into(), read(true)),
-        [endpoint] | [endpoint, _] => {
+    match (first, second) {
+        ("ServiceProviderConfig", None) => ("ServiceProviderConfig".into(), read(true)),
+        (d @ ("ResourceTypes" | "Schemas"), second) => (d.into(), read(second.is_some())),
+        (endpoint, second) => {
             let endpoint = percent_encoding::percent_decode_str(endpoint).decode_utf8_lossy();
             let mapping = gateway.mapping.load();
             let Some(resource) = mapping.resource(&endpoint) else {
                 return (UNKNOWN.0.into(), UNKNOWN.1);
             };
-            let operation = match (method, segments.len()) {
-                (&Method::POST, 2) if segments[1] == ".search" => "search",
-                (&Method::GET, 1) => "list",
-                (&Method::POST, 1) => "create",
-                (&Method::GET, _) => "get",
+            let operation = match (method, second) {
+                (&Method::POST, Some(".search")) => "search",
+                (&Method::GET, None) => "list",
+                (&Method::POST, None) => "create",
+                (&Method::GET, Some(_)) => "get",
                 (&Method::PUT, _) => "replace",
                 (&Method::PATCH, _) => "patch",
                 (&Method::DELETE, _) => "delete",
@@ -595,7 +607,6 @@ fn classify(gateway: &Gateway, method: &Method, path: &str) -> (String, &'static
             };
             (resource.name.clone(), operation)
         }
-        _ => (UNKNOWN.0.into(), UNKNOWN.1),
     }
 }
 
@@ -639,14 +650,15 @@ where
             .unwrap_or_else(new_request_id);
         let method = request.method().clone();
         let (resource, operation) = classify(&self.gateway, &method, path);
-        let metrics = self.gateway.metrics.clone();
+        // One clone of the shared metrics per request, the scope's: every clone and drop
+        // of that `Arc` is a write to a cache line all worker threads share.
         let scope = Arc::new(Scope {
             request_id,
-            metrics: metrics.clone(),
+            metrics: self.gateway.metrics.clone(),
             tenant: OnceLock::new(),
             upstream_calls: AtomicU32::new(0),
         });
-        let in_flight = InFlight::new(metrics.clone());
+        let in_flight = InFlight::new(scope.clone());
         let started = Instant::now();
         let span = tracing::debug_span!("scim_request", request_id = ?scope.request_id);
         // Routing happens here; the handlers run when the future is polled, in the scope.
@@ -656,6 +668,7 @@ where
             drop(in_flight);
             let elapsed = started.elapsed();
             let status = response.status();
+            let metrics = &scope.metrics;
             metrics
                 .scim_requests
                 .inc(&[&resource, operation, status.as_str()]);
