@@ -440,12 +440,13 @@ fn connector(connect_timeout: Duration) -> anyhow::Result<HttpsConnector<HttpCon
 fn pool(settings: &UpstreamSettings, origin: &Uri) -> anyhow::Result<Arc<pool::Pool>> {
     // Connections in use never exceed the calls in flight; idle ones are kept up to the
     // same number.
-    Ok(Arc::new(pool::Pool::new(
+    Ok(pool::Pool::new(
         connector(settings.connect_timeout)?,
         origin.clone(),
         settings.policy.max_concurrent,
         IDLE_TIMEOUT,
-    )))
+    )
+    .shared())
 }
 
 /// The `Authorization` value every call carries (marked sensitive, so it is never

@@ -10,7 +10,7 @@
 //! Each connection's I/O runs in its own task (hyper's `Connection`), so a connection the
 //! upstream closes while idle is noticed and skipped, and no request is sent on it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -80,6 +80,30 @@ impl Pool {
         }
     }
 
+    /// The pool, shared; while it lives, a task (when made inside a runtime) closes the
+    /// connections idle past the timeout every half timeout. `put` does the same on the
+    /// way, but a gateway that goes quiet makes no `put`, and an upstream that never
+    /// closes idle connections itself would keep them open for good.
+    pub(super) fn shared(self) -> Arc<Pool> {
+        let pool = Arc::new(self);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&pool);
+            let period = (pool.idle_timeout / 2).max(Duration::from_millis(10));
+            runtime.spawn(async move {
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let Some(pool) = weak.upgrade() else { break };
+                    let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                    close_expired(&mut idle, Instant::now(), pool.idle_timeout);
+                }
+            });
+        }
+        pool
+    }
+
     /// The origin every connection goes to.
     pub(super) fn origin(&self) -> &Uri {
         &self.origin
@@ -127,14 +151,7 @@ impl Pool {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Oldest first, so the expired ones are a prefix.
-        let expired = idle
-            .iter()
-            .take_while(|c| now.duration_since(c.since) > self.idle_timeout)
-            .count();
-        if expired > 0 {
-            idle.drain(..expired);
-        }
+        close_expired(&mut idle, now, self.idle_timeout);
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender: conn.sender,
@@ -177,6 +194,18 @@ impl Pool {
     }
 }
 
+/// Closes (drops) the connections idle longer than `timeout` at `now`.
+fn close_expired(idle: &mut Vec<Idle>, now: Instant, timeout: Duration) {
+    // Oldest first, so the expired ones are a prefix.
+    let expired = idle
+        .iter()
+        .take_while(|c| now.duration_since(c.since) > timeout)
+        .count();
+    if expired > 0 {
+        idle.drain(..expired);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -197,14 +226,8 @@ mod tests {
         conn
     }
 
-    fn idle_count(pool: &Pool) -> usize {
-        pool.idle.lock().map(|idle| idle.len()).unwrap_or_default()
-    }
-
-    /// A connection left at the bottom of the stack past the idle timeout is closed when
-    /// another goes back, even though calls keep finding a fresh one on top.
-    #[tokio::test]
-    async fn connections_idle_past_the_timeout_are_closed_when_another_goes_back() {
+    /// A loopback server answering `GET /`, and a pool to it (not yet shared).
+    async fn serve_and_pool(idle_timeout: Duration) -> (String, Pool) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");
@@ -213,7 +236,18 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let connector = super::super::connector(Duration::from_secs(1)).expect("a connector");
         let origin: Uri = format!("http://{host}").parse().expect("a URI");
-        let pool = Pool::new(connector, origin, 8, Duration::from_millis(300));
+        (host, Pool::new(connector, origin, 8, idle_timeout))
+    }
+
+    fn idle_count(pool: &Pool) -> usize {
+        pool.idle.lock().map(|idle| idle.len()).unwrap_or_default()
+    }
+
+    /// A connection left at the bottom of the stack past the idle timeout is closed when
+    /// another goes back, even though calls keep finding a fresh one on top.
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_when_another_goes_back() {
+        let (host, pool) = serve_and_pool(Duration::from_millis(300)).await;
 
         // Two calls at once: two connections, both idle afterwards.
         let (a, b) = tokio::join!(call(&pool, &host), call(&pool, &host));
@@ -232,5 +266,22 @@ mod tests {
             1,
             "the connection idle for 450 ms is closed"
         );
+    }
+
+    /// With no calls at all after a burst, the idle connections are closed anyway once
+    /// past the timeout.
+    #[tokio::test]
+    async fn a_quiet_pool_closes_its_idle_connections_past_the_timeout() {
+        let (host, pool) = serve_and_pool(Duration::from_millis(400)).await;
+        let pool = pool.shared();
+        let (a, b) = tokio::join!(call(&pool, &host), call(&pool, &host));
+        pool.put(a);
+        pool.put(b);
+        assert_eq!(idle_count(&pool), 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(idle_count(&pool), 2, "not yet past the timeout");
+        // Past it by at least one period (200 ms) more.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(idle_count(&pool), 0, "closed without another call");
     }
 }
