@@ -12,6 +12,7 @@ pub mod observe;
 pub mod reload;
 pub mod request;
 pub mod resource;
+mod threads;
 pub mod tls;
 
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -227,7 +227,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     // Each request runs on the router of the gateway serving when it arrives, so a
     // configuration reload applies to new requests only.
     let app = live::Dispatch::new(&gateway);
-    let make_service = axum::ServiceExt::<Request>::into_make_service(app);
+    let make_service = axum::ServiceExt::<Request>::into_make_service(app.clone());
     let draining = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let draining = draining.clone();
@@ -251,15 +251,28 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     let served = async {
         match gateway.config.tls.paths() {
             None => {
-                // Answers go out as soon as they are written, as from nginx
-                // (`tcp_nodelay on`): with Nagle, the tail of an answer longer than one
-                // segment waits for the client to acknowledge the rest.
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, make_service)
-                    .with_graceful_shutdown(signal)
-                    .await
+                let workers = match gateway.config.workers {
+                    0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    n => n,
+                };
+                let mut threads = threads::Threads::start(workers, app)?;
+                let mut signal = std::pin::pin!(signal);
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => threads.hand(stream),
+                            Err(e) => {
+                                // Out of file descriptors and the like: pause rather than spin.
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            }
+                        },
+                        () = &mut signal => break,
+                    }
+                }
+                drop(listener);
+                threads.drain().await;
+                Ok(())
             }
             Some((cert, key)) => {
                 let store = tls::CertStore::load(cert, key).map_err(std::io::Error::other)?;

@@ -436,6 +436,13 @@ fn connector(connect_timeout: Duration) -> anyhow::Result<HttpsConnector<HttpCon
         .wrap_connector(http))
 }
 
+/// Makes the calling thread keep its own idle upstream connections, apart from other
+/// threads': for the threads serving SCIM connections (`server::threads`), each with a
+/// runtime of its own. `shard` is the thread's number from 1.
+pub fn use_pool_shard(shard: usize) {
+    pool::set_shard(shard);
+}
+
 /// The connection pool for `settings`. The whole-call timeout is applied per call.
 fn pool(settings: &UpstreamSettings, origin: &Uri) -> anyhow::Result<Arc<pool::Pool>> {
     // Connections in use never exceed the calls in flight; idle ones are kept up to the

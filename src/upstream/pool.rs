@@ -9,6 +9,12 @@
 //!
 //! Each connection's I/O runs in its own task (hyper's `Connection`), so a connection the
 //! upstream closes while idle is noticed and skipped, and no request is sent on it.
+//!
+//! The idle connections are kept per serving thread ([`set_shard`]): a connection made on
+//! one thread has its task on that thread's runtime, and a request on another thread
+//! using it would cross threads twice per call.
+
+use std::cell::Cell;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +26,17 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+thread_local! {
+    /// Which of a pool's idle stacks this thread takes from and puts back on.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread use its own idle stack (`shard` > 0 for a serving thread; every
+/// other thread shares stack 0).
+pub(super) fn set_shard(shard: usize) {
+    SHARD.with(|s| s.set(shard));
+}
 
 /// How a call failed before its answer began.
 #[derive(Debug)]
@@ -48,7 +65,9 @@ pub(super) struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// The origin, what the connector is asked to connect to.
     origin: Uri,
-    idle: Mutex<Vec<Idle>>,
+    /// One stack per serving thread and one for the others ([`set_shard`]).
+    idle: Box<[Mutex<Vec<Idle>>]>,
+    /// At most this many idle connections per stack.
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -64,7 +83,7 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// A pool connecting to `origin` with `connector`, keeping at most `max_idle` idle
-    /// connections, each for at most `idle_timeout`.
+    /// connections per serving thread, each for at most `idle_timeout`.
     pub(super) fn new(
         connector: HttpsConnector<HttpConnector>,
         origin: Uri,
@@ -74,7 +93,9 @@ impl Pool {
         Pool {
             connector,
             origin,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..=std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             max_idle,
             idle_timeout,
         }
@@ -96,8 +117,10 @@ impl Pool {
                 loop {
                     ticks.tick().await;
                     let Some(pool) = weak.upgrade() else { break };
-                    let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-                    close_expired(&mut idle, Instant::now(), pool.idle_timeout);
+                    for stack in &pool.idle {
+                        let mut idle = stack.lock().unwrap_or_else(|e| e.into_inner());
+                        close_expired(&mut idle, Instant::now(), pool.idle_timeout);
+                    }
                 }
             });
         }
@@ -150,7 +173,7 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.stack().lock().unwrap_or_else(|e| e.into_inner());
         close_expired(&mut idle, now, self.idle_timeout);
         if idle.len() < self.max_idle {
             idle.push(Idle {
@@ -163,7 +186,7 @@ impl Pool {
     /// The most recently used idle connection still open and within the idle timeout;
     /// those past it are closed (dropped) on the way.
     fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.stack().lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = idle.pop() {
             if conn.sender.is_closed() {
                 continue;
@@ -176,6 +199,11 @@ impl Pool {
             return Some(conn.sender);
         }
         None
+    }
+
+    /// This thread's idle stack.
+    fn stack(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[SHARD.with(Cell::get) % self.idle.len()]
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
@@ -240,7 +268,10 @@ mod tests {
     }
 
     fn idle_count(pool: &Pool) -> usize {
-        pool.idle.lock().map(|idle| idle.len()).unwrap_or_default()
+        pool.idle
+            .iter()
+            .map(|stack| stack.lock().map(|idle| idle.len()).unwrap_or_default())
+            .sum()
     }
 
     /// A connection left at the bottom of the stack past the idle timeout is closed when
