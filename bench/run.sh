@@ -6,8 +6,9 @@
 #   (b) through an nginx proxy_pass   — keep-alive to the upstream: the "nginx hop" yardstick
 #   (c) through scimgate              — `scimgate serve`, introspection auth, RUST_LOG=warn
 #   (d) for GET /Users/{id} only: the floor — examples/passthrough.rs, the gateway's stack
-#       (tokio, axum::serve, a hyper keep-alive pool) forwarding the upstream call with no
-#       SCIM work; not a target, it shows how much of (b)/(c) the stack itself accounts for
+#       (its serving threads, hyper's HTTP/1 server, a keep-alive pool per thread) forwarding
+#       the upstream call with no SCIM work; not a target, it shows how much of (b)/(c) the
+#       stack itself accounts for
 #
 # Workloads: GET /Users/{id} (median of 3 runs), GET /Users?filter=userName eq "…",
 # GET /Users?count=100, POST /Users, Okta's PATCH deactivate, a group PATCH adding 10 members.

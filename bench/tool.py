@@ -761,8 +761,8 @@ def cmd_report(args):
     if d:
         # Not a target: what the gateway's stack costs before any SCIM work.
         w("")
-        w(f"(d) the floor, `examples/passthrough.rs` (the gateway's runtime, `axum::serve` and a "
-          f"hyper keep-alive pool forwarding the upstream call, no SCIM work), `GET /Users/{{id}}`'s "
+        w(f"(d) the floor, `examples/passthrough.rs` (the gateway's serving threads, hyper's HTTP/1 "
+          f"server and a keep-alive pool per thread forwarding the upstream call, no SCIM work), `GET /Users/{{id}}`'s "
           f"upstream call, median of {len(runs[('get_user', 'd')])}: {fmt_rps(d['rps'])} req/s, "
           f"p50 {fmt_ms(d['p50_us'])}, p99 {fmt_ms(d['p99_us'])}"
           + (f"; **{d['rps'] / b['rps']:.2f}×** the nginx hop" if b else "")

@@ -1,6 +1,8 @@
-//! The floor under scimgate's GET benchmark: the same stack (a multi-threaded tokio runtime,
-//! `axum::serve` with `TCP_NODELAY`, one keep-alive `hyper::client::conn::http1` pool to the
-//! upstream, the answer's body read whole before it is answered) doing no SCIM work at all.
+//! The floor under scimgate's GET benchmark: the same stack (connections accepted on one
+//! runtime and handed in turn to one thread per core, each with a current-thread tokio
+//! runtime serving them with hyper's HTTP/1 server and its own keep-alive
+//! `hyper::client::conn::http1` connections to the upstream, `TCP_NODELAY`, the answer's
+//! body read whole before it is answered) doing no SCIM work at all.
 //! Every request is forwarded as it came (method, path and query, `Authorization`), and the
 //! upstream's status, `Content-Type` and body are sent back.
 //!
@@ -19,7 +21,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -104,22 +105,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listen: SocketAddr = listen.parse()?;
     let upstream: SocketAddr = upstream.parse()?;
-    let forward = Arc::new(Forward {
-        upstream,
-        host: HeaderValue::from_str(&upstream.to_string())?,
-        idle: Mutex::new(Vec::new()),
-    });
-    let app = axum::Router::new().fallback(handle).with_state(forward);
-    // The gateway's runtime, as `scimgate serve` builds it (src/cli.rs).
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    #[cfg(tokio_unstable)]
-    builder.disable_lifo_slot();
-    builder.enable_all().build()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
+    // The gateway's serving threads (src/server/threads.rs): one per core, each with its
+    // own upstream connections.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut inboxes = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let forward = Arc::new(Forward {
+            upstream,
+            host: HeaderValue::from_str(&upstream.to_string())?,
+            idle: Mutex::new(Vec::new()),
         });
-        axum::serve(listener, app).await
-    })?;
+        let app = axum::Router::new().fallback(handle).with_state(forward);
+        let (inbox, mut received) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        inboxes.push(inbox);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                while let Some(stream) = received.recv().await {
+                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                        continue;
+                    };
+                    let service = tower::ServiceExt::map_request(
+                        app.clone(),
+                        |request: hyper::Request<hyper::body::Incoming>| request.map(Body::new),
+                    );
+                    let service = hyper_util::service::TowerToHyperService::new(service);
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service),
+                    );
+                }
+            });
+        });
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            for next in 0.. {
+                let (stream, _) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                let _ = inboxes[next % threads].send(stream.into_std()?);
+            }
+            Ok::<(), std::io::Error>(())
+        })?;
     Ok(())
 }
