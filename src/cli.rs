@@ -384,8 +384,11 @@ fn run(workers: usize, future: impl std::future::Future<Output = anyhow::Result<
     // request with the answer) otherwise waits in that worker's LIFO slot, which the other
     // workers may not steal: when the OS preempts the worker thread, the request waits the
     // preemption out. Without the slot, the GET benchmark's p99 was 1–2 ms lower at the
-    // same throughput (BENCHMARKS.md). tokio keeps the switch behind its `tokio_unstable`
-    // cfg (.cargo/config.toml); a build without the cfg keeps the slot.
+    // same throughput (BENCHMARKS.md), when this runtime still served every connection;
+    // since plain-HTTP connections have threads of their own (`server::threads`), it
+    // serves TLS connections, the admin listener and the background tasks. tokio keeps
+    // the switch behind its `tokio_unstable` cfg (.cargo/config.toml); a build without
+    // the cfg keeps the slot.
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
     let runtime = match builder.enable_all().build() {
