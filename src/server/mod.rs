@@ -222,7 +222,8 @@ pub fn router(gateway: Arc<Gateway>) -> App {
 
 /// Serves the SCIM API on `listener` until the process is told to stop: HTTPS when
 /// `tls.cert` and `tls.key` are configured (a pair that does not load is an error at once;
-/// later changes to the files are picked up), plain HTTP otherwise.
+/// later changes to the files are picked up), plain HTTP otherwise, its connections handed
+/// to `workers` threads of their own (`server::threads`).
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
     // Each request runs on the router of the gateway serving when it arrives, so a
     // configuration reload applies to new requests only.

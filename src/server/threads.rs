@@ -1,12 +1,12 @@
 //! Plain-HTTP SCIM connections served on threads of their own: one per core, each with a
 //! single-threaded runtime and its own stack of idle upstream connections.
 //!
-//! On the work-stealing runtime a request and the upstream connection it borrowed ran on
-//! whichever worker was free, so most calls crossed threads twice (to the connection's
-//! task and back), and both workers wrote to the same run queues and pool. Here a
-//! connection, its requests, the upstream connections they use and their timers all stay
-//! on one thread: the pass-through floor served 13–17% more requests/s that way
-//! (BENCHMARKS.md, "Thread per core"). The main runtime accepts and hands each
+//! On the work-stealing runtime a request and the upstream connection it borrowed could
+//! run on different workers (a call then crosses threads to the connection's task and
+//! back), and both workers wrote to the same run queues and pool. Here a connection, its
+//! requests, the upstream connections they use and their timers all stay on one thread:
+//! the pass-through floor served 7–17% more requests/s that way, and 5–13% fewer when the
+//! threads shared one stack of upstream connections (BENCHMARKS.md, "Thread per core"). The main runtime accepts and hands each
 //! connection to the next thread in turn; it keeps everything else (TLS connections —
 //! a TLS stream cannot move to another runtime —, the admin listener, reloads, signals).
 
