@@ -92,11 +92,38 @@ fn workers_sets_the_serving_threads() {
                 .await
                 .expect("metrics text")
         });
+        // The serving threads start as the SCIM listener does, just after the admin one.
+        let mut serving = serving_threads(child.id());
+        for _ in 0..100 {
+            if serving.is_none_or(|n| n >= expected) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            serving = serving_threads(child.id());
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert!(
             text.contains(&format!("\nscimgate_runtime_workers {expected}\n")),
             "workers={workers}: expected {expected} threads; metrics:\n{text}"
         );
+        if let Some(serving) = serving {
+            assert_eq!(
+                serving, expected,
+                "workers={workers}: threads serving plain-HTTP connections"
+            );
+        }
     }
+}
+
+/// How many threads of process `pid` serve plain-HTTP connections (named
+/// `scimgate-serve-N`, which Linux cuts to 15 bytes); `None` where `/proc` cannot say.
+fn serving_threads(pid: u32) -> Option<usize> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("scimgate-serve"))
+            .count(),
+    )
 }

@@ -228,7 +228,6 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     // Each request runs on the router of the gateway serving when it arrives, so a
     // configuration reload applies to new requests only.
     let app = live::Dispatch::new(&gateway);
-    let make_service = axum::ServiceExt::<Request>::into_make_service(app.clone());
     let draining = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let draining = draining.clone();
@@ -279,6 +278,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
                 let store = tls::CertStore::load(cert, key).map_err(std::io::Error::other)?;
                 store.watch(tls::POLL_INTERVAL);
                 let listener = tls::TlsListener::new(listener, store)?;
+                let make_service = axum::ServiceExt::<Request>::into_make_service(app);
                 axum::serve(listener, make_service)
                     .with_graceful_shutdown(signal)
                     .await

@@ -6,9 +6,11 @@
 //! back), and both workers wrote to the same run queues and pool. Here a connection, its
 //! requests, the upstream connections they use and their timers all stay on one thread:
 //! the pass-through floor served 7–17% more requests/s that way, and 5–13% fewer when the
-//! threads shared one stack of upstream connections (BENCHMARKS.md, "Thread per core"). The main runtime accepts and hands each
-//! connection to the next thread in turn; it keeps everything else (TLS connections —
-//! a TLS stream cannot move to another runtime —, the admin listener, reloads, signals).
+//! threads shared one stack of upstream connections (BENCHMARKS.md, "Thread per core").
+//!
+//! The main runtime accepts and hands each connection to the next thread in turn; it
+//! keeps everything else (TLS connections — a TLS stream cannot move to another
+//! runtime —, the admin listener, reloads, signals).
 
 use std::convert::Infallible;
 
