@@ -342,16 +342,16 @@ if [ "$SKIP_LOAD" = 0 ]; then
   # ratio of two 10 s runs taken one after the other measured that drift as much as the
   # gateway (BENCHMARKS.md, "Measuring on a drifting host").
   target() {  # mode: sets url method body auth ctype for the workload read last
-    case "$1" in
-      a) url="http://127.0.0.1:$PORT_UP$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
-         body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
-      b) url="http://127.0.0.1:$PORT_PROXY$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
-         body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
-      d) url="http://127.0.0.1:$PORT_FLOOR$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
-         body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json" ;;
-      c) url="http://127.0.0.1:$PORT_GW$spath"; method="$smethod"; auth="Bearer scim-bench-key"; ctype=application/scim+json
-         body=""; [ "$sbody" = 1 ] && body="$BODIES/$name.scim.json" ;;
-    esac
+    if [ "$1" = c ]; then
+      url="http://127.0.0.1:$PORT_GW$spath"; method="$smethod"; auth="Bearer scim-bench-key"; ctype=application/scim+json
+      body=""; [ "$sbody" = 1 ] && body="$BODIES/$name.scim.json"
+      return 0
+    fi
+    # (a), (b) and (d) all make the equivalent upstream call; only the port differs.
+    local port
+    case "$1" in a) port="$PORT_UP" ;; b) port="$PORT_PROXY" ;; d) port="$PORT_FLOOR" ;; esac
+    url="http://127.0.0.1:$port$upath"; method="$umethod"; auth="Bearer svc-bench-token"; ctype=application/json
+    body=""; [ "$ubody" = 1 ] && body="$BODIES/$name.up.json"
     return 0
   }
   for line in "${WORKLOADS[@]}"; do

@@ -716,7 +716,7 @@ def cmd_report(args):
 
     failures = []
     errors = [r for rs in runs.values() for r in rs
-              if r["err_status"] or r["err_connect"] or r["err_read"] or r["err_write"] or r["err_timeout"]]
+              if any(r[k] for k in ERROR_KEYS)]
     for r in errors:
         failures.append(f"{r['label']}: errors during the run (status {r['err_status']}, connect "
                         f"{r['err_connect']}, read {r['err_read']}, write {r['err_write']}, timeout {r['err_timeout']})")
